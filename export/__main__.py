@@ -1,0 +1,118 @@
+"""Command line of the exporter.
+
+    python -m keyatten_lite_export encoder SRC -o OUT --name N [--layers 3,5] [--int8] [--max-length 512]
+    python -m keyatten_lite_export build [--home H] [--force] [--name N]
+    python -m keyatten_lite_export list
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+from keyatten_lite.errors import KeyAttenLiteError
+
+from . import ExportError
+
+
+def _parse_layers(text: str):
+    if text.strip().lower() == "all":
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--layers takes 'all' or comma-separated ints, got {text!r}") from None
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _cmd_encoder(args) -> int:
+    from .encoder import export_bundle
+
+    manifest = export_bundle(
+        args.source,
+        args.output,
+        name=args.name,
+        layers=args.layers,
+        int8=args.int8,
+        max_length=args.max_length,
+        overwrite=args.force,
+    )
+    parity = manifest["parity"]
+    summary = {
+        "name": manifest["name"],
+        "path": args.output,
+        "exported_layers": manifest["exported_layers"],
+        "export_seconds": manifest["export_seconds"],
+        "fp32_max_abs_diff": parity["fp32"]["max_abs_diff"],
+        "int8": parity.get("int8"),
+    }
+    print(json.dumps(summary, ensure_ascii=False))
+    return 0
+
+
+def _cmd_build(args) -> int:
+    from .build import build_default_bundles
+
+    results = build_default_bundles(home=args.home, force=args.force, names=args.name or None, log=_log)
+    for result in results:
+        print(json.dumps({k: result[k] for k in ("name", "status", "path")}, ensure_ascii=False))
+    return 0
+
+
+def _cmd_list(args) -> int:
+    from keyatten_lite.registry import bundles_dir, list_installed
+
+    from . import sources
+
+    installed = {entry["name"]: entry for entry in list_installed(args.home)}
+    print(f"recipes (bundles in {bundles_dir(args.home)}):")
+    for recipe in sources.list_recipes():
+        name = recipe["name"]
+        state = "built" if name in installed and installed[name]["error"] is None else "not built"
+        default = "default" if recipe.get("default", True) else "optional"
+        print(f"  {name:<18} {recipe.get('language', '?'):<3} {default:<8} {state:<9} {recipe.get('source', {}).get('model_id', '')}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="keyatten-lite-export", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    enc = sub.add_parser("encoder", help="export a Hugging Face encoder (directory or hub id) to a bundle")
+    enc.add_argument("source", metavar="SRC", help="local model directory or hub id")
+    enc.add_argument("-o", "--output", required=True, help="bundle directory to create")
+    enc.add_argument("--name", required=True, help="bundle name recorded in bundle.json")
+    enc.add_argument("--layers", type=_parse_layers, default=None, help="'all' (default) or e.g. 3,5 or -1")
+    enc.add_argument("--int8", action="store_true", help="also write model.int8.onnx (dynamic QInt8)")
+    enc.add_argument("--max-length", type=int, default=None, help="token positions incl. specials (default: the model's)")
+    enc.add_argument("--force", action="store_true", help="replace an existing bundle at OUT")
+    enc.set_defaults(func=_cmd_encoder)
+
+    build = sub.add_parser("build", help="build the default bundles from their recipes")
+    build.add_argument("--home", default=None, help="keyatten-lite home (default: $KEYATTEN_LITE_HOME or ~/.cache/keyatten-lite)")
+    build.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    build.add_argument("--name", action="append", help="only this recipe (repeatable)")
+    build.set_defaults(func=_cmd_build)
+
+    lst = sub.add_parser("list", help="list the recipes and whether each bundle is built")
+    lst.add_argument("--home", default=None)
+    lst.set_defaults(func=_cmd_list)
+
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except (ExportError, KeyAttenLiteError) as exc:
+        print(f"keyatten-lite-export: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,602 @@
+"""Model bundles: a directory with bundle.json, model.onnx, tokenizer.json (and model.int8.onnx).
+
+``open_bundle`` checks the manifest, the sha256 of every listed file and the graph's inputs and outputs
+(read straight from the ONNX protobuf, so no inference session is needed for that) and returns a
+``Bundle``. The onnxruntime session and the tokenizer are created on first use. The layout is
+described in docs/bundle-format.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import numbers
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import BundleError, BundleNotFoundError, ChecksumError, InvalidArgumentError
+
+__all__ = [
+    "BUNDLE_FORMAT",
+    "FORMAT_VERSION",
+    "MANIFEST_NAME",
+    "VARIANT_FILES",
+    "Bundle",
+    "open_bundle",
+    "resolve_bundle_path",
+    "read_manifest",
+    "validate_manifest",
+    "read_onnx_io",
+    "sha256_file",
+]
+
+BUNDLE_FORMAT = "keyatten-lite-bundle"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "bundle.json"
+VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+
+REQUIRED_KEYS = (
+    "format",
+    "format_version",
+    "name",
+    "architecture",
+    "num_layers",
+    "exported_layers",
+    "default_layer",
+    "graph",
+    "special_tokens",
+    "pad_token_id",
+    "padding_side",
+    "max_length",
+    "tokenizer",
+    "files",
+)
+
+# ONNX TensorProto.DataType codes -> numpy-style names used in the manifest.
+_ONNX_DTYPES = {
+    1: "float32",
+    2: "uint8",
+    3: "int8",
+    5: "int16",
+    6: "int32",
+    7: "int64",
+    9: "bool",
+    10: "float16",
+    11: "float64",
+    16: "bfloat16",
+}
+
+# Files already hashed in this process: (path, size, mtime_ns, expected sha256). Several extractors
+# opening the same bundle then pay for hashing once.
+_VERIFIED: set[tuple[str, int, int, str]] = set()
+_VERIFIED_LOCK = threading.Lock()
+
+
+# ---------------------------------------------------------------------------------------------
+# Files and manifest
+
+
+def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve_bundle_path(model: str | os.PathLike) -> Path:
+    """The bundle directory for ``model``: an existing directory, or a name under ``bundles_dir()``."""
+    from .registry import DEFAULT_BUNDLES, bundles_dir
+
+    if not isinstance(model, (str, os.PathLike)) or not os.fspath(model):
+        raise InvalidArgumentError(f"model must be a bundle directory or a bundle name, got {model!r}")
+    text = os.fspath(model)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return path
+    looks_like_name = os.sep not in text and (os.altsep is None or os.altsep not in text)
+    if looks_like_name:
+        installed = bundles_dir() / text
+        if installed.is_dir():
+            return installed
+        if text in DEFAULT_BUNDLES:
+            raise BundleNotFoundError(
+                f"default bundle {text!r} is not built yet (looked in {installed}); run "
+                "`keyatten-lite models build` once (it needs the export extras: "
+                "`pip install torch==2.13.0` then `pip install -e .[export]`)"
+            )
+        raise BundleNotFoundError(
+            f"no bundle named {text!r} in {bundles_dir()} and no directory {text!r}; default bundles: "
+            f"{', '.join(DEFAULT_BUNDLES)} (build them with `keyatten-lite models build`)"
+        )
+    if path.exists():
+        raise BundleNotFoundError(f"{path} is a file, but a bundle is a directory (with bundle.json)")
+    raise BundleNotFoundError(f"bundle directory {path} does not exist")
+
+
+def read_manifest(path: str | os.PathLike) -> dict:
+    """Parse ``<path>/bundle.json`` (no validation beyond being a JSON object)."""
+    manifest_path = Path(path) / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise BundleNotFoundError(
+            f"{Path(path)} is not a keyatten-lite bundle: it has no {MANIFEST_NAME}; build bundles with "
+            "`keyatten-lite models build` or `keyatten-lite-export encoder`"
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise BundleError(f"{manifest_path} is not valid JSON ({exc}); rebuild the bundle") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{manifest_path} must hold a JSON object; rebuild the bundle")
+    return manifest
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def validate_manifest(manifest: dict, where: str = "bundle") -> None:
+    """Raise BundleError unless ``manifest`` is a format-1 manifest this runtime can use."""
+    if manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleError(
+            f"{where}: bundle.json has format {manifest.get('format')!r}, expected {BUNDLE_FORMAT!r}; "
+            "this is not a keyatten-lite bundle"
+        )
+    version = manifest.get("format_version")
+    if not _is_int(version) or version != FORMAT_VERSION:
+        hint = (
+            "it was made by a newer keyatten-lite: upgrade keyatten-lite"
+            if _is_int(version) and version > FORMAT_VERSION
+            else "rebuild it with `keyatten-lite models build --force`"
+        )
+        raise BundleError(
+            f"{where}: unsupported bundle format_version {version!r} (this keyatten-lite reads "
+            f"version {FORMAT_VERSION}); {hint}"
+        )
+    missing = [key for key in REQUIRED_KEYS if key not in manifest]
+    if missing:
+        raise BundleError(f"{where}: bundle.json lacks required keys {missing}; rebuild the bundle")
+
+    def bad(message: str) -> BundleError:
+        return BundleError(f"{where}: bundle.json {message}; rebuild the bundle")
+
+    if manifest["architecture"] not in ("encoder", "causal"):
+        raise bad(f"has architecture {manifest['architecture']!r}, expected 'encoder' or 'causal'")
+    num_layers = manifest["num_layers"]
+    if not _is_int(num_layers) or num_layers < 1:
+        raise bad(f"has num_layers {num_layers!r}, expected a positive integer")
+    layers = manifest["exported_layers"]
+    if (
+        not isinstance(layers, list)
+        or not layers
+        or not all(_is_int(x) and 0 <= x < num_layers for x in layers)
+        or len(set(layers)) != len(layers)
+    ):
+        raise bad(f"has exported_layers {layers!r}, expected distinct layer indices in [0, {num_layers})")
+    for key in ("default_layer", "recommended_layer"):
+        value = manifest.get(key)
+        if value is not None and not (_is_int(value) and 0 <= value < num_layers):
+            raise bad(f"has {key} {value!r}, expected a layer index in [0, {num_layers})")
+    if manifest["default_layer"] is None:
+        raise bad("has no default_layer")
+    if manifest["padding_side"] not in ("right", "left"):
+        raise bad(f"has padding_side {manifest['padding_side']!r}, expected 'right' or 'left'")
+    if not _is_int(manifest["max_length"]) or manifest["max_length"] < 2:
+        raise bad(f"has max_length {manifest['max_length']!r}, expected an integer >= 2")
+    if manifest["pad_token_id"] is not None and not _is_int(manifest["pad_token_id"]):
+        raise bad(f"has pad_token_id {manifest['pad_token_id']!r}, expected an integer or null")
+    if not isinstance(manifest["special_tokens"], dict):
+        raise bad("has special_tokens that is not an object")
+    tokenizer = manifest["tokenizer"]
+    if not isinstance(tokenizer, dict) or not isinstance(tokenizer.get("file"), str):
+        raise bad("has no tokenizer.file")
+
+    files = manifest["files"]
+    if not isinstance(files, dict) or not files:
+        raise bad("has no files table")
+    for rel_name, entry in files.items():
+        # Plain names only: a manifest must not point outside its own directory.
+        if not isinstance(rel_name, str) or rel_name in ("", ".", "..") or "/" in rel_name or "\\" in rel_name:
+            raise bad(f"lists file {rel_name!r}, expected a plain file name")
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("sha256"), str)
+            or len(entry["sha256"]) != 64
+            or not _is_int(entry.get("bytes"))
+        ):
+            raise bad(f"has a malformed files entry for {rel_name!r} (needs sha256 and bytes)")
+    for required in (VARIANT_FILES["fp32"], tokenizer["file"]):
+        if required not in files:
+            raise bad(f"does not list {required} in files")
+
+    graph = manifest["graph"]
+    if not isinstance(graph, dict):
+        raise bad("has a graph entry that is not an object")
+    for side in ("inputs", "outputs"):
+        specs = graph.get(side)
+        if (
+            not isinstance(specs, list)
+            or not specs
+            or not all(isinstance(s, dict) and isinstance(s.get("name"), str) for s in specs)
+        ):
+            raise bad(f"has no graph.{side} list of {{name, dtype, shape}}")
+
+
+def _verify_file(bundle_dir: Path, name: str, rel_name: str, entry: dict) -> None:
+    path = bundle_dir / rel_name
+    if not path.is_file():
+        raise BundleError(
+            f"bundle {name!r} ({bundle_dir}): file {rel_name} listed in bundle.json is missing; "
+            "rebuild the bundle (`keyatten-lite models build --force`)"
+        )
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, entry["sha256"])
+    with _VERIFIED_LOCK:
+        if key in _VERIFIED:
+            return
+    if stat.st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
+        raise ChecksumError(
+            f"bundle {name!r} ({bundle_dir}): {rel_name} does not match the sha256 recorded in "
+            "bundle.json (the file is damaged or was modified); rebuild the bundle "
+            "(`keyatten-lite models build --force`)"
+        )
+    with _VERIFIED_LOCK:
+        _VERIFIED.add(key)
+
+
+# ---------------------------------------------------------------------------------------------
+# Graph inputs and outputs, read from the ONNX protobuf without onnx or onnxruntime
+
+
+class _Proto:
+    """Just enough of the protobuf wire format to walk ModelProto -> GraphProto -> ValueInfoProto."""
+
+    def __init__(self, buf, start: int = 0, end: int | None = None):
+        self.buf = buf
+        self.start = start
+        self.end = len(buf) if end is None else end
+
+    def _varint(self, pos: int) -> tuple[int, int]:
+        result = shift = 0
+        while True:
+            if pos >= self.end:
+                raise ValueError("truncated varint")
+            byte = self.buf[pos]
+            pos += 1
+            result |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return result, pos
+            shift += 7
+            if shift > 63:
+                raise ValueError("varint too long")
+
+    def fields(self):
+        """Yield (field number, wire type, value); value is an int or a (start, end) slice."""
+        pos = self.start
+        while pos < self.end:
+            key, pos = self._varint(pos)
+            number, wire = key >> 3, key & 7
+            if wire == 0:
+                value, pos = self._varint(pos)
+            elif wire == 1:
+                value, pos = None, pos + 8
+            elif wire == 5:
+                value, pos = None, pos + 4
+            elif wire == 2:
+                length, pos = self._varint(pos)
+                value, pos = (pos, pos + length), pos + length
+            else:
+                raise ValueError(f"unsupported wire type {wire}")
+            if pos > self.end:
+                raise ValueError("field runs past its message")
+            yield number, wire, value
+
+    def sub(self, span: tuple[int, int]) -> "_Proto":
+        return _Proto(self.buf, span[0], span[1])
+
+    def text(self, span: tuple[int, int]) -> str:
+        return bytes(self.buf[span[0] : span[1]]).decode("utf-8")
+
+
+def _value_info(msg: _Proto) -> dict:
+    name, dtype, shape = None, None, None
+    for number, wire, value in msg.fields():
+        if number == 1 and wire == 2:
+            name = msg.text(value)
+        elif number == 2 and wire == 2:  # TypeProto
+            for t_number, t_wire, t_value in msg.sub(value).fields():
+                if t_number == 1 and t_wire == 2:  # tensor_type
+                    for s_number, s_wire, s_value in msg.sub(t_value).fields():
+                        if s_number == 1 and s_wire == 0:
+                            dtype = _ONNX_DTYPES.get(s_value, f"onnx:{s_value}")
+                        elif s_number == 2 and s_wire == 2:  # TensorShapeProto
+                            shape = []
+                            for d_number, d_wire, d_value in msg.sub(s_value).fields():
+                                if d_number != 1 or d_wire != 2:
+                                    continue
+                                dim: Any = None
+                                for x_number, x_wire, x_value in msg.sub(d_value).fields():
+                                    if x_number == 1 and x_wire == 0:
+                                        dim = x_value
+                                    elif x_number == 2 and x_wire == 2:
+                                        dim = msg.text(x_value)
+                                shape.append(dim)
+    return {"name": name, "dtype": dtype, "shape": shape}
+
+
+def read_onnx_io(path: str | os.PathLike) -> dict:
+    """``{"inputs": [...], "outputs": [...]}`` of an ONNX file, each ``{name, dtype, shape}``.
+
+    Initialisers that older exporters also list as graph inputs are left out.
+    """
+    with open(path, "rb") as handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            raise ValueError("empty file")
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            model = _Proto(buf)
+            graph = None
+            for number, wire, value in model.fields():
+                if number == 7 and wire == 2:
+                    graph = model.sub(value)
+            if graph is None:
+                raise ValueError("no graph in the model")
+            inputs, outputs, initializers = [], [], set()
+            for number, wire, value in graph.fields():
+                if wire != 2:
+                    continue
+                if number == 11:
+                    inputs.append(_value_info(graph.sub(value)))
+                elif number == 12:
+                    outputs.append(_value_info(graph.sub(value)))
+                elif number == 5:  # TensorProto: name is field 8
+                    for t_number, t_wire, t_value in graph.sub(value).fields():
+                        if t_number == 8 and t_wire == 2:
+                            initializers.add(graph.text(t_value))
+            return {
+                "inputs": [spec for spec in inputs if spec["name"] not in initializers],
+                "outputs": outputs,
+            }
+
+
+def _check_graph_io(graph_path: Path, manifest: dict, where: str) -> None:
+    """BundleError unless the graph's inputs and outputs are the ones bundle.json describes."""
+    try:
+        actual = read_onnx_io(graph_path)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{where}: {graph_path.name} is not a readable ONNX graph ({exc}); rebuild the bundle") from None
+    for side in ("inputs", "outputs"):
+        declared = {spec["name"]: spec for spec in manifest["graph"][side]}
+        found = {spec["name"]: spec for spec in actual[side]}
+        if side == "inputs" and set(declared) != set(found):
+            raise BundleError(
+                f"{where}: {graph_path.name} takes inputs {sorted(found)} but bundle.json declares "
+                f"{sorted(declared)}; rebuild the bundle"
+            )
+        for out_name, spec in declared.items():
+            if out_name not in found:
+                raise BundleError(
+                    f"{where}: bundle.json names graph {side[:-1]} {out_name!r}, which {graph_path.name} "
+                    f"lacks (it has {sorted(found)}); rebuild the bundle"
+                )
+            got = found[out_name]
+            if spec.get("dtype") is not None and got["dtype"] is not None and spec["dtype"] != got["dtype"]:
+                raise BundleError(
+                    f"{where}: graph {side[:-1]} {out_name!r} is {got['dtype']} in {graph_path.name} but "
+                    f"{spec['dtype']} in bundle.json; rebuild the bundle"
+                )
+            if (
+                isinstance(spec.get("shape"), list)
+                and got["shape"] is not None
+                and len(spec["shape"]) != len(got["shape"])
+            ):
+                raise BundleError(
+                    f"{where}: graph {side[:-1]} {out_name!r} has rank {len(got['shape'])} in "
+                    f"{graph_path.name} but {len(spec['shape'])} in bundle.json; rebuild the bundle"
+                )
+
+
+# ---------------------------------------------------------------------------------------------
+# Bundle
+
+
+class Bundle:
+    """An opened, verified bundle. Create with :func:`open_bundle`."""
+
+    def __init__(
+        self,
+        path: Path,
+        manifest: dict,
+        *,
+        variant: str = "fp32",
+        intra_op_threads: int | None = None,
+        providers: list[str] | None = None,
+    ):
+        self.path = path
+        self.manifest = manifest
+        self.variant = variant
+        self.graph_path = path / VARIANT_FILES[variant]
+        self.intra_op_threads = intra_op_threads
+        self.providers = list(providers) if providers else ["CPUExecutionProvider"]
+        self.name: str = manifest["name"]
+        self.architecture: str = manifest["architecture"]
+        self.num_layers: int = manifest["num_layers"]
+        self.exported_layers: list[int] = list(manifest["exported_layers"])
+        self.default_layer: int = manifest["default_layer"]
+        self.recommended_layer: int | None = manifest.get("recommended_layer")
+        self.max_length: int = manifest["max_length"]
+        self.pad_token_id: int | None = manifest["pad_token_id"]
+        self.padding_side: str = manifest["padding_side"]
+        self.special_token_ids: dict[str, int | None] = dict(manifest["special_tokens"])
+        self.input_names: list[str] = [spec["name"] for spec in manifest["graph"]["inputs"]]
+        self.output_name: str = manifest["graph"]["outputs"][0]["name"]
+        self._lock = threading.Lock()
+        self._session = None
+        self._tokenizer = None
+
+    def __repr__(self) -> str:
+        return (
+            f"Bundle(name={self.name!r}, path={str(self.path)!r}, variant={self.variant!r}, "
+            f"exported_layers={self.exported_layers})"
+        )
+
+    @property
+    def is_causal(self) -> bool:
+        return self.architecture == "causal"
+
+    @property
+    def content_hash(self) -> str:
+        """sha256 over the manifest's files table: changes whenever any bundle file changes."""
+        files = json.dumps(self.manifest["files"], sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(files.encode("utf-8")).hexdigest()
+
+    def layer_position(self, layer: int) -> int:
+        """Index into ``exported_layers`` (and the graph output's first axis) of user layer ``layer``.
+
+        Negative layers count from ``num_layers`` (-1 is the last layer), as in keyatten.
+        """
+        if not isinstance(layer, numbers.Integral) or isinstance(layer, bool):
+            raise InvalidArgumentError(f"layer index must be an int, got {layer!r}")
+        layer = int(layer)
+        absolute = layer if layer >= 0 else self.num_layers + layer
+        if not 0 <= absolute < self.num_layers:
+            raise InvalidArgumentError(
+                f"layer {layer} is out of range for {self.name!r}, which has {self.num_layers} layers "
+                f"(use {-self.num_layers}..{self.num_layers - 1}); exported layers: {self.exported_layers}"
+            )
+        if absolute not in self.exported_layers:
+            raise InvalidArgumentError(
+                f"layer {layer} (absolute {absolute}) was not exported in bundle {self.name!r}; "
+                f"available layers: {self.exported_layers} (re-export with `keyatten-lite-export "
+                f"encoder ... --layers` to add it)"
+            )
+        return self.exported_layers.index(absolute)
+
+    # -- lazy resources --------------------------------------------------------------------------
+
+    def tokenizer(self):
+        """The bundle's ``tokenizers.Tokenizer``, padding and truncation off (callers truncate)."""
+        if self._tokenizer is None:
+            with self._lock:
+                if self._tokenizer is None:
+                    from tokenizers import Tokenizer
+
+                    file_name = self.manifest["tokenizer"]["file"]
+                    try:
+                        tokenizer = Tokenizer.from_file(str(self.path / file_name))
+                    except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
+                        raise BundleError(
+                            f"bundle {self.name!r}: {file_name} cannot be loaded ({exc}); rebuild the bundle"
+                        ) from None
+                    tokenizer.no_padding()
+                    tokenizer.no_truncation()
+                    self._tokenizer = tokenizer
+        return self._tokenizer
+
+    def session(self):
+        """The onnxruntime InferenceSession (created once, thread-safely)."""
+        if self._session is None:
+            with self._lock:
+                if self._session is None:
+                    self._session = self._create_session()
+        return self._session
+
+    def _create_session(self):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if self.intra_op_threads is not None:
+            options.intra_op_num_threads = int(self.intra_op_threads)
+        # Spinning worker threads burn the cores other work needs between runs (onnx-export-notes P8).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(str(self.graph_path), sess_options=options, providers=self.providers)
+        except Exception as exc:  # onnxruntime raises its own non-exported exception types
+            raise BundleError(
+                f"bundle {self.name!r}: onnxruntime cannot load {self.graph_path.name} ({exc})"
+            ) from None
+        got_inputs = {i.name for i in session.get_inputs()}
+        got_outputs = {o.name for o in session.get_outputs()}
+        if got_inputs != set(self.input_names) or self.output_name not in got_outputs:
+            raise BundleError(
+                f"bundle {self.name!r}: {self.graph_path.name} has inputs {sorted(got_inputs)} and outputs "
+                f"{sorted(got_outputs)}, which do not match bundle.json; rebuild the bundle"
+            )
+        return session
+
+    def run_attention(self, input_ids, attention_mask) -> np.ndarray:
+        """Head-mean attention, float32 ``[n_exported_layers, batch, seq, seq]`` (queries x keys)."""
+        ids = np.asarray(input_ids)
+        mask = np.asarray(attention_mask)
+        if ids.ndim != 2 or ids.shape[0] < 1 or ids.shape[1] < 1:
+            raise InvalidArgumentError(f"input_ids must be a non-empty 2-D [batch, seq] array, got shape {ids.shape}")
+        if mask.shape != ids.shape:
+            raise InvalidArgumentError(
+                f"attention_mask shape {mask.shape} differs from input_ids shape {ids.shape}"
+            )
+        for label, array in (("input_ids", ids), ("attention_mask", mask)):
+            if not (np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_):
+                raise InvalidArgumentError(f"{label} must hold integers, got dtype {array.dtype}")
+        if ids.shape[1] > self.max_length:
+            # Past max_position_embeddings ORT fails with an opaque broadcast error (export notes P6).
+            raise InvalidArgumentError(
+                f"sequence length {ids.shape[1]} exceeds the bundle's max_length {self.max_length}; "
+                "truncate the tokens first"
+            )
+        feeds = {
+            "input_ids": np.ascontiguousarray(ids, dtype=np.int64),
+            "attention_mask": np.ascontiguousarray(mask, dtype=np.int64),
+        }
+        feeds = {name: feeds[name] for name in self.input_names}
+        (output,) = self.session().run([self.output_name], feeds)
+        output = np.asarray(output, dtype=np.float32)
+        expected = (len(self.exported_layers), ids.shape[0], ids.shape[1], ids.shape[1])
+        if output.shape != expected:
+            raise BundleError(
+                f"bundle {self.name!r}: graph returned attention of shape {output.shape}, expected {expected}; "
+                "the graph does not follow the bundle format"
+            )
+        return output
+
+
+def open_bundle(
+    model: str | os.PathLike,
+    *,
+    variant: str = "fp32",
+    intra_op_threads: int | None = None,
+    providers: list[str] | None = None,
+    verify_checksums: bool = True,
+) -> Bundle:
+    """Open and verify a bundle directory or an installed bundle name (see docs/bundle-format.md)."""
+    if variant not in VARIANT_FILES:
+        raise InvalidArgumentError(f"variant must be one of {sorted(VARIANT_FILES)}, got {variant!r}")
+    if intra_op_threads is not None and (
+        not isinstance(intra_op_threads, numbers.Integral) or isinstance(intra_op_threads, bool) or intra_op_threads < 1
+    ):
+        raise InvalidArgumentError(f"intra_op_threads must be a positive int or None, got {intra_op_threads!r}")
+    path = resolve_bundle_path(model)
+    manifest = read_manifest(path)
+    name = manifest.get("name", path.name)
+    where = f"bundle {name!r} ({path})"
+    validate_manifest(manifest, where)
+    graph_file = VARIANT_FILES[variant]
+    if graph_file not in manifest["files"]:
+        raise BundleError(
+            f"{where} has no {variant} variant ({graph_file} is not in bundle.json); use variant='fp32' or "
+            "re-export with --int8"
+        )
+    for rel_name, entry in manifest["files"].items():
+        if verify_checksums:
+            _verify_file(path, name, rel_name, entry)
+        elif not (path / rel_name).is_file():
+            raise BundleError(f"{where}: file {rel_name} listed in bundle.json is missing; rebuild the bundle")
+    for rel_name in manifest["files"]:
+        if rel_name.endswith(".onnx"):
+            _check_graph_io(path / rel_name, manifest, where)
+    return Bundle(path, manifest, variant=variant, intra_op_threads=intra_op_threads, providers=providers)

@@ -1,0 +1,133 @@
+"""`keyatten-lite models build|list`: make the default bundles, show what is installed.
+
+Building needs the export extras (torch, transformers, onnx); the runtime never imports them itself:
+`models build` hands over to the separate keyatten_lite_export package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+
+from .errors import KeyAttenLiteError
+
+__all__ = ["register", "EXPORT_INSTALL_HINT"]
+
+EXPORT_INSTALL_HINT = (
+    "building bundles needs the export extras, which are not installed: run "
+    "`pip install torch==2.13.0` first (the CPU wheel), then `pip install -e .[export]` "
+    "(or `pip install keyatten-lite[export]`)"
+)
+_EXPORT_MODULES = ("torch", "transformers", "onnx", "keyatten_lite_export")
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add the `models` command (with `build` and `list`) to a top-level subparsers object."""
+    models = subparsers.add_parser("models", help="build or list model bundles")
+    models.set_defaults(func=lambda args: _print_help(models))
+    actions = models.add_subparsers(dest="models_command", metavar="ACTION")
+
+    build = actions.add_parser("build", help="export the default bundles (needs torch; run once)")
+    build.add_argument("--force", action="store_true", help="rebuild bundles that are already up to date")
+    build.add_argument("--name", action="append", help="only this bundle (repeatable; default: all defaults)")
+    build.set_defaults(func=_cmd_build)
+
+    listing = actions.add_parser("list", help="show installed bundles")
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    listing.set_defaults(func=_cmd_list)
+    return models
+
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 0
+
+
+def _missing_export_modules() -> list[str]:
+    missing = []
+    for module in _EXPORT_MODULES:
+        try:
+            if importlib.util.find_spec(module) is None:
+                missing.append(module)
+        except (ImportError, ValueError):
+            missing.append(module)
+    return missing
+
+
+def _cmd_build(args) -> int:
+    missing = _missing_export_modules()
+    if missing:
+        raise KeyAttenLiteError(f"{EXPORT_INSTALL_HINT} (missing: {', '.join(missing)})")
+    from keyatten_lite_export import ExportError
+    from keyatten_lite_export.build import build_default_bundles
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    try:
+        results = build_default_bundles(force=args.force, names=args.name or None, log=log)
+    except ExportError as exc:
+        raise KeyAttenLiteError(str(exc)) from exc
+    for result in results:
+        print(f"{result['name']}: {result['status']} ({result['path']})")
+    return 0
+
+
+def _format_size(n_bytes: int) -> str:
+    size = float(n_bytes)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
+def _parity_text(parity) -> str:
+    if not isinstance(parity, dict):
+        return "-"
+    parts = []
+    fp32 = parity.get("fp32") or {}
+    if isinstance(fp32.get("max_abs_diff"), (int, float)):
+        parts.append(f"fp32 {fp32['max_abs_diff']:.1e}")
+    int8 = parity.get("int8") or {}
+    if isinstance(int8.get("top10_overlap"), (int, float)):
+        parts.append(f"int8 top10 {int8['top10_overlap']:.2f}")
+    return ", ".join(parts) or "-"
+
+
+def _layers_text(entry: dict) -> str:
+    layers = entry.get("layers") or []
+    if entry.get("num_layers") and layers == list(range(entry["num_layers"])):
+        return f"all {entry['num_layers']}"
+    return ",".join(str(x) for x in layers) or "-"
+
+
+def _cmd_list(args) -> int:
+    import json
+
+    from .registry import DEFAULT_BUNDLES, bundles_dir, list_installed
+
+    entries = list_installed()
+    if args.json:
+        print(json.dumps(entries, ensure_ascii=False, indent=2))
+        return 0
+    print(f"bundles in {bundles_dir()}:")
+    if not entries:
+        print("  (none)")
+    header = f"  {'name':<18} {'format':<6} {'size':>9}  {'variants':<10} {'layers':<10} parity"
+    if entries:
+        print(header)
+    for entry in entries:
+        if entry["error"]:
+            print(f"  {entry['name']:<18} damaged: {entry['error']}")
+            continue
+        print(
+            f"  {entry['name']:<18} {str(entry['format_version']):<6} {_format_size(entry['size_bytes']):>9}  "
+            f"{'+'.join(entry['variants']) or '-':<10} {_layers_text(entry):<10} {_parity_text(entry['parity'])}"
+        )
+    installed = {entry["name"] for entry in entries}
+    missing = [name for name in DEFAULT_BUNDLES if name not in installed]
+    if missing:
+        print(f"not built: {', '.join(missing)} (run `keyatten-lite models build`)")
+    return 0
