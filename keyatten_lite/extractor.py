@@ -1,0 +1,664 @@
+"""KeyAttenExtractor: keyatten 0.3.1's attention keyword extraction on an ONNX model bundle.
+
+The pipeline of one call, each step a pure function elsewhere in the package:
+segment (segment.py) → candidates (candidates.py) → tokenise pre-split words (align.py) → run the graph
+(bundle.py) → token scores (scoring.py) → word scores → optional IDF product (idf.py) → candidate
+scores and ranking (candidates.py).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Union
+
+import numpy as np
+
+from . import scoring
+from .align import (
+    EncodedBatch,
+    configured_tokenizer,
+    crop_attention,
+    encode_texts,
+    encode_word_lists,
+    length_sorted_batches,
+)
+from .candidates import (
+    Candidate,
+    build_candidates_with_keys,
+    candidate_mean_scores,
+    rank_candidates,
+    valid_word_mask,
+)
+from .errors import InvalidArgumentError
+from .idf import IdfState, document_keys, tfidf_word_values
+from .segment import locate_word_offsets
+
+DEFAULT_ZH_CAUSAL_INSTRUCTION_PREFIX = "核心关键词、关键实体、主题："
+LANGUAGES = ("zh", "en")
+CANDIDATE_MODES = ("word", "token_span", "bio")
+# Upper bound on batch × seq² per forward pass: one exported layer's attention for 8 documents of
+# 512 tokens. Keeps a batch of long documents from taking gigabytes on small machines.
+MAX_BATCH_CELLS = 8 * 512 * 512
+
+TextInput = Union[str, Sequence[str]]
+Keywords = Union[list[str], list[tuple[str, float]]]
+
+
+@dataclass(slots=True)
+class WordWeight:
+    """One word of a document with its raw attention weight (§11 of the behaviour write-up)."""
+
+    word: str
+    index: int
+    weight: float
+    pos_tag: str
+
+
+@dataclass
+class _Document:
+    """A segmented document, ready for the model: words include the instruction prefix, if any."""
+
+    words: list[str]  # document words only
+    tags: list[str]
+    prefix_words: list[str]
+    prefix_tags: list[str]
+    candidates: list[Candidate]
+    keys: list[str]  # normalised key of each candidate
+    text: str | None = None  # the raw text (None for token-list input)
+
+    @property
+    def model_words(self) -> list[str]:
+        return self.prefix_words + self.words
+
+    @property
+    def model_tags(self) -> list[str]:
+        return self.prefix_tags + self.tags
+
+
+def recommended_layer(num_layers: int) -> int:
+    """keyatten's default read layer for decoder models: about three quarters of the depth."""
+    return min(num_layers - 1, max(0, int(math.floor(0.75 * num_layers))))
+
+
+class KeyAttenExtractor:
+    """Extract keywords from the attention of a small transformer, on onnxruntime.
+
+    ``model`` is a bundle directory or a default bundle name (``"minilm-l6-en"``,
+    ``"e5-small-multi"``); ``None`` picks the default bundle for ``language``. The arguments follow
+    keyatten 0.3.1; the differences are listed in the README.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | None = None,
+        language: str = "zh",
+        device: str = "cpu",
+        backend: str = "auto",
+        onnx_path: str | os.PathLike | None = None,
+        user_dict: Any = None,
+        layer_index: int | None = None,
+        layer_indices: Sequence[int] | None = None,
+        layer_weights: Sequence[float] | None = None,
+        instruction_prefix: str | None = None,
+        is_causal_override: bool | None = None,
+        dedup_nested_for_topk5: bool = False,
+        dedup_nested: bool = False,
+        candidate_scoring: str = "word",
+        dtype: Any = "auto",
+        bio_model_path: Any = None,
+        cache_enabled: bool = False,
+        cache_dir: str | os.PathLike = "cache",
+        *,
+        variant: str = "fp32",
+        intra_op_threads: int | None = None,
+        providers: Sequence[str] | None = None,
+        tie_break: str = "earlier",
+    ) -> None:
+        if not isinstance(language, str) or language not in LANGUAGES:
+            raise InvalidArgumentError(f"language must be one of {LANGUAGES}, got {language!r}")
+        if layer_indices is not None:
+            layer_indices = list(layer_indices)
+            if not layer_indices:
+                raise InvalidArgumentError("layer_indices must not be empty")
+            for i in layer_indices:
+                _check_int("layer_indices entry", i)
+        if layer_index is not None:
+            _check_int("layer_index", layer_index)
+        if layer_weights is not None:
+            if layer_indices is None:
+                raise InvalidArgumentError("layer_weights needs layer_indices")
+            layer_weights = [float(w) for w in layer_weights]
+            if len(layer_weights) != len(layer_indices):
+                raise InvalidArgumentError(
+                    f"layer_weights has {len(layer_weights)} entries but layer_indices has {len(layer_indices)}"
+                )
+            if any(not math.isfinite(w) or w < 0 for w in layer_weights) or sum(layer_weights) <= 0:
+                raise InvalidArgumentError("layer_weights must be finite, non-negative and sum to more than 0")
+        if backend not in ("auto", "onnx", "torch"):
+            raise InvalidArgumentError(f"backend must be 'auto', 'torch' or 'onnx', got {backend!r}")
+        if backend == "torch":
+            raise InvalidArgumentError(
+                "keyatten-lite runs on onnxruntime only: backend='torch' is not available "
+                "(use backend='auto' or 'onnx'; export a torch model with `keyatten-lite-export`)"
+            )
+        if candidate_scoring not in CANDIDATE_MODES:
+            raise InvalidArgumentError(f"candidate_scoring must be one of {CANDIDATE_MODES}, got {candidate_scoring!r}")
+        if candidate_scoring == "bio":
+            raise InvalidArgumentError(
+                "candidate_scoring='bio' is not available in this version of keyatten-lite; "
+                "use 'word' or 'token_span'"
+            )
+        if dtype not in ("auto", "float32", None):
+            raise InvalidArgumentError(
+                f"dtype={dtype!r} is a torch option; ONNX bundles run in float32 "
+                "(pass variant='int8' for the smaller, faster quantised graph)"
+            )
+        if cache_enabled:
+            raise InvalidArgumentError("the disk cache is not available in this version of keyatten-lite")
+        if is_causal_override not in (None, True, False):
+            raise InvalidArgumentError("is_causal_override must be None, True or False")
+        if tie_break not in ("earlier", "later"):
+            raise InvalidArgumentError("tie_break must be 'earlier' or 'later'")
+        if variant not in ("fp32", "int8"):
+            raise InvalidArgumentError("variant must be 'fp32' or 'int8'")
+        if intra_op_threads is not None:
+            _check_int("intra_op_threads", intra_op_threads)
+            if intra_op_threads < 1:
+                raise InvalidArgumentError("intra_op_threads must be >= 1")
+        self.providers = _providers_for_device(device, providers)
+
+        if model is None and onnx_path is not None:
+            model = onnx_path
+        if model is None:
+            from .registry import default_bundle_for
+
+            model = default_bundle_for(language)
+        if isinstance(model, (str, os.PathLike)) and str(model).lower().endswith(".onnx"):
+            # 0.3.1 accepted a .onnx file; a bundle is the directory around it.
+            model = os.path.dirname(os.path.abspath(os.fspath(model)))
+        if not isinstance(model, (str, os.PathLike)) or not str(model):
+            raise InvalidArgumentError("model is required: a bundle directory or a default bundle name")
+
+        self.model = model
+        self.language = language
+        self.user_dict = user_dict
+        self.layer_index = layer_index
+        self.layer_indices = layer_indices
+        self.layer_weights = layer_weights
+        self.instruction_prefix = instruction_prefix
+        self.is_causal_override = is_causal_override
+        self.dedup_nested_for_topk5 = bool(dedup_nested_for_topk5)
+        self.dedup_nested = bool(dedup_nested)
+        self.candidate_scoring = candidate_scoring
+        self.variant = variant
+        self.intra_op_threads = intra_op_threads
+        self.tie_break = tie_break
+        self.idf: IdfState | None = None
+
+        self._lock = threading.Lock()
+        self._bundle = None
+        self._tokenizer = None
+        self._segmenter = None
+        self._prefix_cache: tuple[list[str], list[str]] | None = None
+
+    # ------------------------------------------------------------------ lazy state
+    @property
+    def bundle(self):
+        """The opened model bundle (loaded on first use)."""
+        if self._bundle is None:
+            with self._lock:
+                if self._bundle is None:
+                    from .bundle import open_bundle
+
+                    bundle = open_bundle(
+                        self.model,
+                        variant=self.variant,
+                        intra_op_threads=self.intra_op_threads,
+                        providers=self.providers,
+                    )
+                    self._tokenizer = configured_tokenizer(bundle.tokenizer(), bundle.max_length)
+                    self._bundle = bundle
+        return self._bundle
+
+    @property
+    def is_causal(self) -> bool:
+        if self.is_causal_override is not None:
+            return bool(self.is_causal_override)
+        return bool(self.bundle.is_causal)
+
+    def _segmenter_for_zh(self):
+        if self._segmenter is None:
+            with self._lock:
+                if self._segmenter is None:
+                    from .segment import ChineseSegmenter
+
+                    self._segmenter = ChineseSegmenter(user_dict=self.user_dict)
+        return self._segmenter
+
+    def segment(self, text: str) -> tuple[list[str], list[str]]:
+        """Words and POS tags of ``text`` as the extractor sees them."""
+        if self.language == "zh":
+            return self._segmenter_for_zh().segment(text)
+        from .segment import segment_english
+
+        return segment_english(text)
+
+    @property
+    def idf_lookup(self) -> dict[str, float] | None:
+        """The fitted IDF lookup (0.3.1 kept it in this attribute)."""
+        return None if self.idf is None else self.idf.lookup()
+
+    # ------------------------------------------------------------------ layers and prefix
+    def _read_layers(self) -> tuple[list[int], list[float]]:
+        """Positions in the bundle's exported layers to read, and their fusion weights."""
+        bundle = self.bundle
+        if self.layer_indices is not None:
+            wanted = list(self.layer_indices)
+            weights = list(self.layer_weights) if self.layer_weights is not None else [1.0] * len(wanted)
+        else:
+            if self.layer_index is not None:
+                layer = self.layer_index
+            elif self.is_causal:
+                layer = _causal_default_layer(bundle)
+            else:
+                layer = -1
+            wanted, weights = [layer], [1.0]
+        return [bundle.layer_position(i) for i in wanted], weights
+
+    def _resolved_prefix(self) -> str | None:
+        if self.instruction_prefix is not None:
+            stripped = str(self.instruction_prefix).strip()
+            return stripped or None
+        if self.is_causal and self.language.startswith("zh"):
+            return DEFAULT_ZH_CAUSAL_INSTRUCTION_PREFIX
+        return None
+
+    def _prefix_words(self) -> tuple[list[str], list[str]]:
+        if self._prefix_cache is None:
+            prefix = self._resolved_prefix()
+            self._prefix_cache = ([], []) if prefix is None else self.segment(prefix)
+        return self._prefix_cache
+
+    # ------------------------------------------------------------------ preparation
+    def _prepare(self, text: TextInput, pos_tags: Sequence[str] | None, *, with_prefix: bool = True) -> _Document:
+        if isinstance(text, str):
+            words, tags = self.segment(text)
+        elif isinstance(text, Sequence) and not isinstance(text, (bytes, bytearray)):
+            words = [str(t) for t in text]
+            if any(not w.strip() for w in words):
+                raise InvalidArgumentError("token input must not contain blank tokens")
+            if pos_tags is None:
+                tags = ["n" if self.language == "zh" else "eng"] * len(words)
+            else:
+                if isinstance(pos_tags, str) or len(pos_tags) != len(words):
+                    raise InvalidArgumentError(
+                        f"pos_tags must have one tag per token ({len(words)} tokens)"
+                    )
+                tags = [str(t) for t in pos_tags]
+        else:
+            raise InvalidArgumentError(
+                f"text must be a str or a sequence of str tokens, got {type(text).__name__}"
+            )
+        # The word path prepends the instruction prefix as words (§2.7); the token path and IDF
+        # counting never need it, and asking would open the bundle just to learn if it is causal.
+        want_prefix = with_prefix and bool(words) and self.candidate_scoring == "word"
+        prefix_words, prefix_tags = self._prefix_words() if want_prefix else ([], [])
+        candidates, keys = build_candidates_with_keys(words, tags, self.language)
+        return _Document(
+            list(words), list(tags), list(prefix_words), list(prefix_tags), candidates, keys,
+            text if isinstance(text, str) else None,
+        )
+
+    # ------------------------------------------------------------------ model → word scores
+    def _word_scores(self, docs: Sequence[_Document], base: str, batch_size: int) -> list[np.ndarray]:
+        """Raw word scores (document words only) of ``base`` for each document, batched."""
+        out: list[np.ndarray | None] = [None] * len(docs)
+        todo = [i for i, d in enumerate(docs) if d.words]
+        for i, d in enumerate(docs):
+            if not d.words:
+                out[i] = np.zeros(0, dtype=np.float32)
+        if not todo:
+            return out  # type: ignore[return-value]
+        bundle = self.bundle
+        positions, weights = self._read_layers()
+        causal = self.is_causal
+        pad_id = bundle.pad_token_id if bundle.pad_token_id is not None else 0
+        # Approximate token lengths for grouping: one encode pass per document is what we need anyway.
+        encodings = self._tokenizer.encode_batch([docs[i].model_words for i in todo], is_pretokenized=True)
+        lengths = [len(e.ids) for e in encodings]
+        for group in length_sorted_batches(lengths, batch_size, MAX_BATCH_CELLS):
+            doc_idx = [todo[g] for g in group]
+            batch = encode_word_lists(
+                self._tokenizer,
+                [docs[i].model_words for i in doc_idx],
+                pad_id=pad_id,
+                padding_side=bundle.padding_side,
+            )
+            attentions = bundle.run_attention(batch.input_ids, batch.attention_mask)
+            for b, i in enumerate(doc_idx):
+                out[i] = self._doc_word_scores(attentions, batch, b, docs[i], positions, weights, base, causal)
+        return out  # type: ignore[return-value]
+
+    def _doc_word_scores(
+        self,
+        attentions: np.ndarray,
+        batch: EncodedBatch,
+        b: int,
+        doc: _Document,
+        positions: list[int],
+        weights: list[float],
+        base: str,
+        causal: bool,
+    ) -> np.ndarray:
+        layers = crop_attention(attentions, batch, b)
+        keep = batch.token_slice(b)
+        word_ids = batch.word_ids[b, keep]
+        if causal:
+            valid = valid_word_mask(doc.model_words, doc.model_tags, self.language)
+            content = scoring.causal_word_content_mask(word_ids, valid)
+        else:
+            content = scoring.encoder_word_content_mask(word_ids)
+        n_words = len(doc.model_words)
+        per_layer = []
+        for p in positions:
+            A = np.ascontiguousarray(layers[p], dtype=np.float32)
+            token_scores = scoring.token_method_scores(A, causal=causal, content_mask=content, methods=[base])
+            per_layer.append({base: scoring.word_scores_from_tokens(token_scores[base], word_ids, n_words)})
+        fused = per_layer[0] if len(per_layer) == 1 else scoring.fuse_layers(per_layer, weights)
+        return np.asarray(fused[base], dtype=np.float32)[len(doc.prefix_words) :]
+
+    # ------------------------------------------------------------------ model → token-span scores
+    def _token_prefix(self) -> str | None:
+        """The token path uses the prefix only for causal models on Chinese (§2.7)."""
+        prefix = self._resolved_prefix()
+        return prefix if prefix and self.is_causal and self.language.startswith("zh") else None
+
+    def _token_span_scores(
+        self, docs: Sequence[_Document], base: str, lookup: Mapping[str, float] | None, batch_size: int
+    ) -> list[np.ndarray]:
+        """Candidate scores from token scores over each candidate's character span (§4.7)."""
+        out: list[np.ndarray] = [np.zeros(0, dtype=np.float32) for _ in docs]
+        todo = [i for i, d in enumerate(docs) if d.candidates]
+        if not todo:
+            return out
+        bundle = self.bundle
+        positions, weights = self._read_layers()
+        causal = self.is_causal
+        prefix = self._token_prefix()
+        prefix_chars = len(prefix) + 1 if prefix else 0
+        model_texts = {i: (prefix + "\n" + docs[i].text) if prefix else docs[i].text for i in todo}
+        pad_id = bundle.pad_token_id if bundle.pad_token_id is not None else 0
+        lengths = [len(e.ids) for e in self._tokenizer.encode_batch([model_texts[i] for i in todo])]
+        for group in length_sorted_batches(lengths, batch_size, MAX_BATCH_CELLS):
+            doc_idx = [todo[g] for g in group]
+            batch, offsets = encode_texts(
+                self._tokenizer, [model_texts[i] for i in doc_idx], pad_id=pad_id, padding_side=bundle.padding_side
+            )
+            attentions = bundle.run_attention(batch.input_ids, batch.attention_mask)
+            for b, i in enumerate(doc_idx):
+                doc = docs[i]
+                kept = kept_text_tokens(model_texts[i], offsets[b], prefix_chars)
+                layers = crop_attention(attentions, batch, b)
+                per_layer = []
+                for p in positions:
+                    A = np.ascontiguousarray(layers[p], dtype=np.float32)
+                    scores = scoring.token_method_scores(A, causal=causal, content_mask=kept, methods=[base])
+                    per_layer.append({base: scores[base][kept]})
+                fused = per_layer[0] if len(per_layer) == 1 else scoring.fuse_layers(per_layer, weights)
+                token_scores = np.asarray(fused[base], dtype=np.float32)
+                token_offsets = offsets[b][kept] - prefix_chars
+                word_spans = np.asarray(locate_word_offsets(doc.text, doc.words), dtype=np.int64).reshape(-1, 2)
+                if lookup is not None:
+                    tfidf = tfidf_word_values(doc.words, doc.tags, self.language, lookup)
+                    token_tfidf = scoring.project_word_values_to_tokens(word_spans, token_offsets, tfidf)
+                    token_scores = scoring.idf_hybrid(token_scores, token_tfidf)
+                spans = np.array(
+                    [(word_spans[c.word_start][0], word_spans[c.word_end - 1][1]) for c in doc.candidates],
+                    dtype=np.int64,
+                )
+                out[i] = scoring.span_mean_scores(token_offsets, token_scores, spans)
+        return out
+
+    # ------------------------------------------------------------------ public API
+    def extract_keywords(
+        self,
+        text: TextInput,
+        method: str = "received_attn",
+        top_k: int = 10,
+        idf_lookup: Mapping[str, float] | IdfState | None = None,
+        pos_tags: Sequence[str] | None = None,
+        *,
+        with_scores: bool = False,
+    ) -> Keywords:
+        """Top ``top_k`` keywords of one document (``(phrase, score)`` pairs with ``with_scores``)."""
+        return self.extract_keywords_batch(
+            [text],
+            method=method,
+            top_k=top_k,
+            idf_lookup=idf_lookup,
+            pos_tags_batch=None if pos_tags is None else [pos_tags],
+            batch_size=1,
+            with_scores=with_scores,
+        )[0]
+
+    def extract_keywords_batch(
+        self,
+        texts: Sequence[TextInput],
+        method: str = "received_attn",
+        top_k: int = 10,
+        idf_lookup: Mapping[str, float] | IdfState | None = None,
+        pos_tags_batch: Sequence[Sequence[str] | None] | None = None,
+        *,
+        batch_size: int = 16,
+        with_scores: bool = False,
+    ) -> list[Keywords]:
+        """Keywords of many documents, run through the model in padded, length-sorted batches."""
+        base, uses_idf = scoring.base_method(method)
+        top_k = _check_top_k(top_k)
+        _check_int("batch_size", batch_size)
+        if batch_size < 1:
+            raise InvalidArgumentError("batch_size must be >= 1")
+        texts = _check_texts(texts)
+        tags_batch = _check_pos_tags_batch(pos_tags_batch, len(texts))
+        lookup = self._lookup_for(idf_lookup) if uses_idf else None  # fail before any forward pass
+        if self.candidate_scoring == "token_span" and not all(isinstance(t, str) for t in texts):
+            raise InvalidArgumentError("candidate_scoring='token_span' needs raw str input, not token lists")
+        docs = [self._prepare(t, p) for t, p in zip(texts, tags_batch)]
+        if self.candidate_scoring == "token_span":
+            candidate_scores = self._token_span_scores(docs, base, lookup, batch_size)
+        else:
+            candidate_scores = []
+            for doc, scores in zip(docs, self._word_scores(docs, base, batch_size)):
+                if lookup is not None and doc.candidates:
+                    tfidf = tfidf_word_values(doc.words, doc.tags, self.language, lookup)
+                    scores = scoring.idf_hybrid(scores, tfidf)
+                candidate_scores.append(candidate_mean_scores(scores, doc.candidates))
+        dedup = self.dedup_nested or (self.dedup_nested_for_topk5 and top_k <= 5)
+        results: list[Keywords] = []
+        for doc, cand_scores in zip(docs, candidate_scores):
+            if not doc.candidates:
+                results.append([])
+                continue
+            ranked = rank_candidates(
+                [c.text for c in doc.candidates],
+                doc.keys,
+                cand_scores,
+                top_k,
+                dedup_nested=dedup,
+                tie_break=self.tie_break,
+            )
+            results.append(ranked if with_scores else [p for p, _ in ranked])
+        return results
+
+    def extract_word_weights(
+        self, text: TextInput, method: str = "received_attn", pos_tags: Sequence[str] | None = None
+    ) -> list[WordWeight]:
+        """Every word of the document, in order, with its raw attention weight (no IDF)."""
+        base, uses_idf = scoring.base_method(method)
+        if uses_idf:
+            raise InvalidArgumentError(
+                f"{method!r} is not supported for word-weight extraction: word weights are raw attention "
+                f"scores; use one of {scoring.BASE_METHODS}"
+            )
+        doc = self._prepare(text, pos_tags)
+        (scores,) = self._word_scores([doc], base, 1)
+        return [WordWeight(w, i, float(s), t) for i, (w, t, s) in enumerate(zip(doc.words, doc.tags, scores))]
+
+    def candidate_phrases(self, text: str) -> list[str]:
+        """The word-mode candidate phrases of ``text``, in document order."""
+        return [c.text for c in self._prepare(text, None, with_prefix=False).candidates]
+
+    # ------------------------------------------------------------------ IDF
+    def _document_keys(self, texts, pos_tags_batch) -> list[set[str]]:
+        texts = _check_texts(texts)
+        tags_batch = _check_pos_tags_batch(pos_tags_batch, len(texts))
+        key_sets = []
+        for text, tags in zip(texts, tags_batch):
+            doc = self._prepare(text, tags, with_prefix=False)
+            key_sets.append(document_keys(doc.words, doc.tags, self.language))
+        return key_sets
+
+    def fit_idf(self, texts, pos_tags_batch=None) -> dict[str, float]:
+        """Count document frequencies over ``texts`` (replacing any earlier state); returns the lookup."""
+        state = IdfState()
+        state.fit_keys(self._document_keys(texts, pos_tags_batch))
+        self.idf = state
+        return dict(state.lookup())
+
+    def update_idf(self, texts, pos_tags_batch=None) -> dict[str, float]:
+        """Add ``texts`` to the document frequencies (a first call works like ``fit_idf``)."""
+        key_sets = self._document_keys(texts, pos_tags_batch)
+        state = self.idf if self.idf is not None else IdfState()
+        state.update_keys(key_sets)
+        self.idf = state
+        return dict(state.lookup())
+
+    def save_idf(self, path: str | os.PathLike) -> None:
+        if self.idf is None:
+            raise InvalidArgumentError("no IDF state to save: call fit_idf or load_idf first")
+        self.idf.save(path)
+
+    def load_idf(self, path: str | os.PathLike) -> IdfState:
+        self.idf = IdfState.load(path)
+        return self.idf
+
+    def _lookup_for(self, idf_lookup) -> Mapping[str, float]:
+        if idf_lookup is not None:
+            if isinstance(idf_lookup, IdfState):
+                return idf_lookup.lookup()
+            if isinstance(idf_lookup, Mapping):
+                return idf_lookup
+            raise InvalidArgumentError(
+                f"idf_lookup must be a mapping of keys to IDF values or an IdfState, got {type(idf_lookup).__name__}"
+            )
+        if self.idf is None:
+            raise InvalidArgumentError(
+                "an _idf method needs IDF statistics: call fit_idf/update_idf/load_idf first or pass idf_lookup"
+            )
+        return self.idf.lookup()
+
+
+_ALL_NON_WORD = re.compile(r"[\W_]+")
+
+
+def kept_text_tokens(model_text: str, offsets: np.ndarray, prefix_chars: int) -> np.ndarray:
+    """Tokens the token path scores: real text after the prefix, not whitespace or punctuation only (§3.2)."""
+    kept = np.zeros(len(offsets), dtype=bool)
+    for t, (start, end) in enumerate(offsets.tolist()):
+        if end > start and start >= prefix_chars:
+            piece = model_text[start:end].strip()
+            kept[t] = bool(piece) and _ALL_NON_WORD.fullmatch(piece) is None
+    return kept
+
+
+def extract_keywords(
+    text: TextInput,
+    model: str | os.PathLike | None = None,
+    language: str = "zh",
+    method: str = "received_attn",
+    top_k: int = 10,
+    idf_lookup: Mapping[str, float] | IdfState | None = None,
+    pos_tags: Sequence[str] | None = None,
+    *,
+    with_scores: bool = False,
+    **options: Any,
+) -> Keywords:
+    """One-call convenience: the extractor is cached per configuration, not rebuilt every call
+    (0.3.1 reloaded the model on every call)."""
+    key = (str(model), language, tuple(sorted((k, repr(v)) for k, v in options.items())))
+    with _CONVENIENCE_LOCK:
+        extractor = _CONVENIENCE_CACHE.get(key)
+        if extractor is None:
+            extractor = KeyAttenExtractor(model=model, language=language, **options)
+            _CONVENIENCE_CACHE.clear()  # keep one model in memory, not one per configuration
+            _CONVENIENCE_CACHE[key] = extractor
+    return extractor.extract_keywords(
+        text, method=method, top_k=top_k, idf_lookup=idf_lookup, pos_tags=pos_tags, with_scores=with_scores
+    )
+
+
+_CONVENIENCE_CACHE: dict = {}
+_CONVENIENCE_LOCK = threading.Lock()
+
+
+# ---------------------------------------------------------------------- argument checks
+def _check_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidArgumentError(f"{name} must be an int, got {value!r}")
+
+
+def _check_top_k(top_k: Any) -> int:
+    _check_int("top_k", top_k)
+    if top_k < 1:
+        # 0.3.1 sliced with it (negative values returned almost everything); we refuse.
+        raise InvalidArgumentError(f"top_k must be >= 1, got {top_k}")
+    return int(top_k)
+
+
+def _check_texts(texts: Any) -> list:
+    if isinstance(texts, (str, bytes, bytearray)) or not hasattr(texts, "__iter__"):
+        raise InvalidArgumentError("texts must be a list of documents (str or token lists)")
+    texts = list(texts)
+    for t in texts:
+        if not isinstance(t, str) and not (isinstance(t, Sequence) and not isinstance(t, (bytes, bytearray))):
+            raise InvalidArgumentError(f"each document must be a str or a list of tokens, got {type(t).__name__}")
+    return texts
+
+
+def _check_pos_tags_batch(pos_tags_batch: Any, n: int) -> list:
+    if pos_tags_batch is None:
+        return [None] * n
+    pos_tags_batch = list(pos_tags_batch)
+    if len(pos_tags_batch) != n:
+        raise InvalidArgumentError(f"pos_tags_batch has {len(pos_tags_batch)} entries for {n} texts")
+    return pos_tags_batch
+
+
+def _causal_default_layer(bundle) -> int:
+    if getattr(bundle, "recommended_layer", None) is not None:
+        return int(bundle.recommended_layer)
+    return recommended_layer(int(bundle.num_layers))
+
+
+def _providers_for_device(device: Any, providers: Sequence[str] | None) -> list[str] | None:
+    if providers is not None:
+        return list(providers)
+    if not isinstance(device, str):
+        raise InvalidArgumentError(f"device must be a string such as 'cpu' or 'cuda', got {device!r}")
+    if device == "cpu":
+        return None
+    if device.startswith("cuda"):
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise InvalidArgumentError(
+                f"device={device!r} needs onnxruntime's CUDAExecutionProvider, which this onnxruntime build "
+                "lacks (install onnxruntime-gpu, or use device='cpu')"
+            )
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    raise InvalidArgumentError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
