@@ -1,0 +1,62 @@
+"""Phrase normalisation: the key used for candidate dedup, token counts and IDF (spec §4.4).
+
+``normalize_phrase`` reproduces keyatten 0.3.1 with nltk installed: Porter stemming (NLTK_EXTENSIONS
+mode) of purely alphabetic runs. 0.3.1 silently skipped stemming without nltk, which changed every
+English key; here nltk is required and a missing nltk raises ``ImportError``.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from functools import lru_cache
+
+__all__ = ["normalize_phrase", "stem"]
+
+_CJK = re.compile("[\u4e00-\u9fff]")
+_WHITESPACE = re.compile(r"\s+")
+_ALNUM_RUN = re.compile("[a-z0-9]+")
+
+_stemmer = None
+_stemmer_lock = threading.Lock()
+
+
+def _porter_stemmer():
+    """nltk's PorterStemmer in its default NLTK_EXTENSIONS mode (imported on first use: nltk is slow)."""
+    global _stemmer
+    if _stemmer is None:
+        with _stemmer_lock:
+            if _stemmer is None:
+                try:
+                    from nltk.stem.porter import PorterStemmer
+                except ImportError as exc:  # never fall back to unstemmed keys: they differ from 0.3.1
+                    raise ImportError(
+                        "keyatten-lite needs nltk for English phrase keys (Porter stemmer): "
+                        "pip install 'nltk>=3.8'"
+                    ) from exc
+                _stemmer = PorterStemmer(mode=PorterStemmer.NLTK_EXTENSIONS)
+    return _stemmer
+
+
+@lru_cache(maxsize=65536)
+def stem(word: str) -> str:
+    """Porter stem of one lower-case alphabetic run (memoised: corpora repeat words a lot)."""
+    return _porter_stemmer().stem(word)
+
+
+@lru_cache(maxsize=65536)
+def normalize_phrase(text: str) -> str:
+    """The dedup/IDF key of ``text`` (§4.4).
+
+    Lower-cased, ``_`` read as a space; text with a CJK ideograph (U+4E00-U+9FFF) loses its whitespace
+    and keeps its punctuation; other text becomes its ``[a-z0-9]+`` runs, alphabetic runs
+    Porter-stemmed, joined with no separator (or, without any run, the text minus whitespace).
+    """
+    text = text.strip().lower().replace("_", " ")
+    if _CJK.search(text):
+        return _WHITESPACE.sub("", text)
+    runs = _ALNUM_RUN.findall(text)
+    if not runs:
+        return _WHITESPACE.sub("", text)
+    # The runs are ASCII, so str.isalpha() is exactly "letters only".
+    return "".join(stem(run) if run.isalpha() else run for run in runs)
