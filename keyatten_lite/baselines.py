@@ -24,6 +24,9 @@ DEFAULT_TOP_N = 15
 SYSTEM_SPECS: dict[str, str] = {
     "lite:<bundle>:<method>[:int8]": "keyatten-lite with a bundle name or directory and a method "
     "(e.g. lite:minilm-l6-en:samrank_idf); _idf methods fit IDF on --idf-corpus or on the evaluated docs",
+    "lite-default:<bundle>:<method>[:int8]": "keyatten-lite's default profile (raw-text reading, windows, "
+    "punctuation-bounded candidates, tuned layers and candidate scoring; keyatten_lite.default_profile); "
+    "_idf methods fit IDF with the profile's own words on --idf-corpus or on the evaluated docs",
     "yake": "YAKE 0.7.3, n=3, top 15, on the raw text (lan en/zh)",
     "yake-jieba": "YAKE on jieba-segmented text (Chinese; words joined by spaces)",
     "tfidf": "English: TF-IDF over 1-3-grams inside punctuation- and stop-word-free runs; "
@@ -284,6 +287,39 @@ class LiteSystem(System):
         return {**super().describe(), "bundle": self.bundle, "method": self.method, "variant": self.variant}
 
 
+class LiteDefaultSystem(System):
+    """keyatten-lite's default profile: ``lite-default:<bundle>:<method>[:int8]``."""
+
+    def __init__(self, spec: str, context: RunContext, bundle: str, method: str, variant: str = "fp32") -> None:
+        super().__init__(spec, context)
+        self.bundle, self.method, self.variant = bundle, method, variant
+        self.uses_idf = method.endswith("_idf")
+
+    def check_available(self) -> None:
+        from .scoring import base_method
+
+        base_method(self.method)  # an unknown method fails before any work
+        from .bundle import resolve_bundle_path
+
+        resolve_bundle_path(self.bundle)
+
+    def predict(self, documents: Sequence[Document]) -> list[list[str]]:
+        from .default_profile import DefaultProfileExtractor
+
+        language = _single_language(documents)
+        extractor = DefaultProfileExtractor(
+            self.bundle, language, intra_op_threads=self.context.threads, variant=self.variant
+        )
+        idf = extractor.fit_idf(self.idf_texts(documents)) if self.uses_idf else None
+        return extractor.extract_keywords_batch(
+            [d.text for d in documents], self.method, self.context.top_n, idf, with_scores=False
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "bundle": self.bundle, "method": self.method, "variant": self.variant,
+                "profile": "default"}
+
+
 class TfidfCandidatesSystem(System):
     """keyatten-lite's word-mode candidates scored as keyatten scores them (mean of word scores over the
     candidate's words), with each word's TF-IDF (raw count x IDF of its key, IDF counted as ``fit_idf``
@@ -407,6 +443,13 @@ def build_system(spec: str, context: RunContext) -> System:
             variant = parts.pop()
         if len(parts) >= 2 and parts[-1]:
             return LiteSystem(spec, context, ":".join(parts[:-1]), parts[-1], variant)
+    if kind == "lite-default" and rest:
+        parts = rest.split(":")
+        variant = "fp32"
+        if len(parts) >= 3 and parts[-1] in ("fp32", "int8"):
+            variant = parts.pop()
+        if len(parts) >= 2 and parts[-1]:
+            return LiteDefaultSystem(spec, context, ":".join(parts[:-1]), parts[-1], variant)
     if kind == "keyatten" and rest:
         model_dir, _, method = rest.rpartition(":")
         if model_dir and method:

@@ -1,0 +1,242 @@
+"""The default profile (keyatten_lite/default_profile.py): candidates, alignment, windows, IDF default.
+
+Pure-function tests run everywhere; the ones that need the default bundles skip when they are not built
+(set KEYATTEN_LITE_HOME to a home with ``minilm-l6-en`` / ``e5-small-multi``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from keyatten_lite import default_profile as dp
+from keyatten_lite.errors import InvalidArgumentError
+from keyatten_lite.idf import IdfState
+from keyatten_lite.normalize import normalize_phrase
+
+
+def _bundle_or_skip(name: str):
+    from keyatten_lite.bundle import open_bundle
+    from keyatten_lite.errors import BundleError
+
+    try:
+        return open_bundle(name, intra_op_threads=1)
+    except (BundleError, FileNotFoundError) as exc:
+        pytest.skip(f"default bundle {name!r} is not built here ({exc}); run `keyatten-lite models build`")
+
+
+# ------------------------------------------------------------------------------------------ candidates
+_PUNCT = ".,;:!?()[]{}\"/"
+_token = st.one_of(
+    st.sampled_from(["graph", "neural", "network", "model", "data", "of", "the", "and", "3D", "state-of-the-art"]),
+    st.sampled_from(list(_PUNCT)),
+)
+
+
+def _occurrence_texts(text: str):
+    words, spans, segments = dp.english_words(text)
+    cands = dp.build_candidate_set(words, dp.english_valid_mask(words), segments, "en", max_ngram=4)
+    for c, s, e in zip(cands.occurrence_candidate, cands.occurrence_start, cands.occurrence_end):
+        yield cands, int(c), text[spans[s][0] : spans[e - 1][1]]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_token, min_size=1, max_size=30), st.sampled_from([" ", "\n", " \t", "  "]))
+def test_candidates_never_cross_punctuation(tokens, space):
+    text = space.join(tokens)
+    for cands, c, covered in _occurrence_texts(text):
+        # Between the first and last word of an occurrence there is only words and whitespace.
+        assert not any(ch in covered for ch in _PUNCT), covered
+        assert normalize_phrase(cands.texts[c]) == cands.keys[c]
+
+
+def test_candidates_hand_made_text():
+    text = "Graph neural networks, for example, learn graph data.\nNeural networks (deep) work"
+    words, spans, segments = dp.english_words(text)
+    cands = dp.build_candidate_set(words, dp.english_valid_mask(words), segments, "en")
+    texts = set(cands.texts)
+    assert "Graph neural networks" in texts
+    assert "learn graph data" in texts
+    assert "data Neural" not in texts  # the full stop is a boundary ...
+    assert "networks deep" not in texts  # ... and so is a bracket
+    assert "learn graph data Neural" not in texts
+    assert "example learn" not in texts  # the comma is a boundary
+    # Every occurrence of a key is recorded: "neural networks" occurs twice (case differs).
+    c = cands.keys.index(normalize_phrase("neural networks"))
+    assert cands.counts[c] == 2
+    # The spans are character offsets of the raw text.
+    assert all(text[s:e] == w for w, (s, e) in zip(words, spans.tolist()))
+
+
+def test_end_filter_drops_ly_ed_endings():
+    words, _spans, segments = dp.english_words("recently proposed methods")
+    valid = dp.english_valid_mask(words)
+    kept = dp.build_candidate_set(words, valid, segments, "en", end_filter="ly-ed").texts
+    assert "recently" not in kept and "recently proposed" not in kept
+    assert "recently proposed methods" in kept and "methods" in kept
+
+
+def test_nested_contained_rule():
+    cands = dp.CandidateSet(
+        texts=["neural network", "network", "graph"],
+        keys=["neuralnetwork", "network", "graph"],
+        n_words=np.array([2, 1, 1]),
+        first_word=np.array([0, 1, 3]),
+        occurrence_candidate=np.array([0, 1, 2, 1]),
+        occurrence_start=np.array([0, 1, 3, 5]),
+        occurrence_end=np.array([2, 2, 4, 6]),
+    )
+    scores = np.array([3.0, 2.0, 1.0])
+    assert [t for t, _ in dp.rank_candidate_set(cands, scores, 3, "none")] == ["neural network", "network", "graph"]
+    # "network" also occurs on its own (2 occurrences > 1): kept by "contained", dropped by "substring".
+    assert [t for t, _ in dp.rank_candidate_set(cands, scores, 3, "contained")] == ["neural network", "network", "graph"]
+    assert [t for t, _ in dp.rank_candidate_set(cands, scores, 3, "substring")] == ["neural network", "graph"]
+
+
+# ------------------------------------------------------------------------------------------ alignment
+def test_word_scores_from_token_offsets_hand_made():
+    word_spans = np.array([[0, 5], [6, 11], [12, 13]])
+    token_offsets = np.array([[0, 3], [3, 5], [5, 6], [6, 11], [11, 12]])
+    token_scores = np.array([1.0, 3.0, 10.0, 4.0, 20.0])
+    assert dp.word_scores_from_token_offsets(word_spans, token_offsets, token_scores, "mean").tolist() == [2.0, 4.0, 0.0]
+    assert dp.word_scores_from_token_offsets(word_spans, token_offsets, token_scores, "max").tolist() == [3.0, 4.0, 0.0]
+    assert dp.word_scores_from_token_offsets(word_spans, token_offsets, token_scores, "sum").tolist() == [4.0, 4.0, 0.0]
+    # A token spanning two words counts for both; an excluded (not alignable) token counts for none.
+    spanning = np.array([[0, 11]])
+    assert dp.word_scores_from_token_offsets(word_spans, spanning, np.array([7.0])).tolist() == [7.0, 7.0, 0.0]
+    alignable = np.array([False, True, True, True, True])
+    assert dp.word_scores_from_token_offsets(word_spans, token_offsets, token_scores, "mean", alignable)[0] == 3.0
+    with pytest.raises(InvalidArgumentError):
+        dp.word_scores_from_token_offsets(word_spans, token_offsets, token_scores, "median")
+
+
+def test_real_tokenizer_offsets_cover_every_word():
+    bundle = _bundle_or_skip("minilm-l6-en")
+    text = "Separate accounts go mainstream [investment]\n\tNew entrants: state-of-the-art 3D-models."
+    enc = bundle.tokenizer().encode(text, add_special_tokens=False)
+    words, spans, _ = dp.english_words(text)
+    hits = dp.word_scores_from_token_offsets(spans, np.asarray(enc.offsets), np.ones(len(enc.ids)), "sum")
+    assert np.all(hits >= 1)  # every word is overlapped by at least one token
+    # ... and the tokens of a word spell it (lower-cased by the BERT normaliser).
+    for word, (s, e) in zip(words, spans.tolist()):
+        pieces = [text[a:b] for a, b in enc.offsets if b > s and a < e]
+        assert "".join(pieces).lower() == word.lower()
+
+
+def test_sentencepiece_bare_pieces_are_not_aligned():
+    bundle = _bundle_or_skip("e5-small-multi")
+    from keyatten_lite.default_profile import token_scores_for_texts
+
+    (ts,) = token_scores_for_texts(bundle, ["采用修正的参数 飞行器"], ["received_attn"], [bundle.layer_position(-1)])
+    enc = bundle.tokenizer().encode("采用修正的参数 飞行器", add_special_tokens=False)
+    bare = [t == "▁" for t in enc.tokens]
+    assert any(bare)  # the tokenizer does emit them ...
+    assert ts.alignable.tolist() == [not b for b in bare]  # ... and they are never aligned to a word
+
+
+# ------------------------------------------------------------------------------------------ windows
+@pytest.mark.parametrize("n,window,stride", [(1, 10, 5), (10, 10, 5), (11, 10, 5), (1000, 126, 94), (517, 510, 382)])
+def test_window_starts_cover_the_text(n, window, stride):
+    starts = dp.window_starts(n, window, stride)
+    assert starts[0] == 0
+    assert all(b > a for a, b in zip(starts, starts[1:]))
+    assert all(b - a <= window for a, b in zip(starts, starts[1:]))  # no gap between windows
+    assert min(n, starts[-1] + window) == n  # the tail is read
+
+
+def test_long_text_is_read_in_bounded_windows():
+    bundle = _bundle_or_skip("minilm-l6-en")
+    body = " ".join(f"sentence {i} talks about graphs and networks." for i in range(120))
+    text = body + " Finally the zyxwvut quasicrystal appears."
+    (ts,) = dp.token_scores_for_texts(bundle, [text], ["received_attn"], [bundle.layer_position(-1)], window=64)
+    n = ts.offsets.shape[0]
+    assert n > 600 and ts.n_windows >= n // 62
+    assert ts.max_pass_tokens <= 64
+    scores = ts.scores["received_attn"][0]
+    assert scores.shape == (n,) and np.all(np.isfinite(scores))
+    assert np.all(scores[-10:] > 0)  # the tail was read (unread tokens would keep 0)
+    tail = text.index("quasicrystal")
+    assert any(s <= tail < e for s, e in ts.offsets[-10:].tolist())
+
+
+def test_extractor_reaches_the_tail_of_a_long_document():
+    _bundle_or_skip("minilm-l6-en")
+    cfg = dp.DefaultProfileConfig(window=64)
+    ex = dp.DefaultProfileExtractor("minilm-l6-en", "en", intra_op_threads=1, config=cfg, layers=[-1])
+    body = " ".join(f"Sentence {i} talks about graphs." for i in range(100))
+    text = body + " The quasicrystal lattice. The quasicrystal lattice."
+    top = ex.extract_keywords(text, "received_attn", top_k=50)
+    assert any("quasicrystal" in phrase for phrase, _ in top)
+
+
+# ------------------------------------------------------------------------------------------ IDF
+def test_unseen_idf_default():
+    state = IdfState()
+    state.fit_keys([{"graph", "data"}, {"graph"}, {"model"}])
+    lookup = state.lookup()
+    df0 = dp.unseen_idf_value(lookup, state.doc_count, "df0")
+    assert df0 == pytest.approx(math.log(3 + 1) + 1)
+    assert df0 > max(lookup.values())
+    assert dp.unseen_idf_value(lookup, None, "df0") == pytest.approx(max(lookup.values()))  # N unknown
+    assert dp.unseen_idf_value(lookup, state.doc_count, "max") == pytest.approx(max(lookup.values()))
+    assert dp.unseen_idf_value(lookup, state.doc_count, "zero") == 0.0
+    words = ["graph", "quasicrystal", "the"]
+    values = dp.idf_values(words, np.array([True, True, False]), lookup, df0)
+    assert values[0] == pytest.approx(lookup["graph"]) and values[1] == df0 and values[2] == 0.0
+
+
+def test_unseen_words_are_not_wiped_out():
+    words, spans, segments = dp.english_words("quasicrystal lattice and graph")
+    valid = dp.english_valid_mask(words)
+    cands = dp.build_candidate_set(words, valid, segments, "en")
+    idf = dp.idf_values(words, valid, {"graph": 1.5}, dp.unseen_idf_value({"graph": 1.5}, 10, "df0"))
+    scores = dp.score_candidates(cands, np.ones(len(words)), idf, dp.DefaultProfileConfig())
+    assert np.all(np.isfinite(scores))
+    # 0.3.1 gave unseen words tfidf 0; here the unseen "quasicrystal" outranks the common "graph".
+    assert scores[cands.keys.index(normalize_phrase("quasicrystal"))] > scores[cands.keys.index("graph")]
+
+
+def test_idf_method_needs_idf_and_bad_arguments_fail():
+    ex = dp.DefaultProfileExtractor("minilm-l6-en", "en")
+    with pytest.raises(InvalidArgumentError):
+        ex.extract_keywords_batch(["text"], "samrank_idf", 10, None)
+    with pytest.raises(InvalidArgumentError):
+        ex.extract_keywords_batch(["text"], "no_such_method", 10)
+    with pytest.raises(InvalidArgumentError):
+        ex.extract_keywords_batch(["text"], "samrank", 0)
+    with pytest.raises(InvalidArgumentError):
+        dp.DefaultProfileConfig(nested="maybe")
+
+
+# ------------------------------------------------------------------------------------------ determinism
+def test_deterministic_and_batch_equals_single():
+    _bundle_or_skip("minilm-l6-en")
+    ex = dp.DefaultProfileExtractor("minilm-l6-en", "en", intra_op_threads=1)
+    texts = [
+        "Graph neural networks learn graph data. Graph neural networks scale.",
+        "A short note on keyphrase extraction with attention, and on keyphrase evaluation.",
+        "",
+    ]
+    idf = ex.fit_idf(texts)
+    first = ex.extract_keywords_batch(texts, "samrank_idf", 5, idf)
+    second = ex.extract_keywords_batch(texts, "samrank_idf", 5, idf)
+    assert first == second
+    assert first[2] == []
+    for text, batched in zip(texts[:2], first):
+        single = ex.extract_keywords(text, "samrank_idf", 5, idf)
+        assert [p for p, _ in single] == [p for p, _ in batched]
+        assert np.allclose([s for _, s in single], [s for _, s in batched], atol=1e-5)
+
+
+def test_chinese_default_profile_runs():
+    _bundle_or_skip("e5-small-multi")
+    ex = dp.DefaultProfileExtractor("e5-small-multi", "zh", intra_op_threads=1)
+    text = "本文研究飞行器姿态控制系统，提出了飞行器姿态控制的新方法。"
+    out = ex.extract_keywords(text, "samrank", 5)
+    assert out and all(re.search("[\u4e00-\u9fff]", p) for p, _ in out)
+    assert all(p in text for p, _ in out)  # Chinese candidates are contiguous text
