@@ -1,4 +1,4 @@
-"""keyatten_lite_export: build-time tools that turn Hugging Face encoders into keyatten-lite bundles.
+"""keyatten_lite_export: build-time tools that turn Hugging Face encoders and decoders into keyatten-lite bundles.
 
 Needs torch, transformers and onnx (``pip install torch==2.13.0`` then ``pip install -e .[export]``).
 Modules import them inside functions, so ``import keyatten_lite_export`` itself stays light.

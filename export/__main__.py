@@ -1,6 +1,8 @@
 """Command line of the exporter.
 
-    python -m keyatten_lite_export encoder SRC -o OUT --name N [--layers 3,5] [--int8] [--max-length 512]
+    python -m keyatten_lite_export encoder SRC -o OUT --name N [--layers 3,5|all] [--int8] [--max-length 512]
+                                           [--revision REV]
+        (SRC: an encoder or a decoder-only model, a local directory or a hub id; `model` is an alias)
     python -m keyatten_lite_export build [--home H] [--force] [--name N]
     python -m keyatten_lite_export list
 """
@@ -19,7 +21,7 @@ from . import ExportError
 
 def _parse_layers(text: str):
     if text.strip().lower() == "all":
-        return None
+        return "all"
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
@@ -41,12 +43,19 @@ def _cmd_encoder(args) -> int:
         int8=args.int8,
         max_length=args.max_length,
         overwrite=args.force,
+        revision=args.revision,
     )
     parity = manifest["parity"]
     summary = {
         "name": manifest["name"],
         "path": args.output,
+        "architecture": manifest["architecture"],
+        "num_layers": manifest["num_layers"],
         "exported_layers": manifest["exported_layers"],
+        "default_layer": manifest["default_layer"],
+        "padding_side": manifest["padding_side"],
+        "max_length": manifest["max_length"],
+        "files_bytes": {file_name: entry["bytes"] for file_name, entry in manifest["files"].items()},
         "export_seconds": manifest["export_seconds"],
         "fp32_max_abs_diff": parity["fp32"]["max_abs_diff"],
         "int8": parity.get("int8"),
@@ -83,13 +92,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="keyatten-lite-export", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    enc = sub.add_parser("encoder", help="export a Hugging Face encoder (directory or hub id) to a bundle")
+    enc = sub.add_parser(
+        "encoder",
+        aliases=["model"],
+        help="export a Hugging Face model (encoder or decoder-only; directory or hub id) to a bundle",
+    )
     enc.add_argument("source", metavar="SRC", help="local model directory or hub id")
     enc.add_argument("-o", "--output", required=True, help="bundle directory to create")
     enc.add_argument("--name", required=True, help="bundle name recorded in bundle.json")
-    enc.add_argument("--layers", type=_parse_layers, default=None, help="'all' (default) or e.g. 3,5 or -1")
+    enc.add_argument(
+        "--layers",
+        type=_parse_layers,
+        default=None,
+        help="'all', or e.g. 3,5 or -1 (default: all layers for encoders; for decoder-only models "
+        "keyatten's recommended layer min(L-1, floor(0.75 L)), and the graph is cut after it)",
+    )
     enc.add_argument("--int8", action="store_true", help="also write model.int8.onnx (dynamic QInt8)")
-    enc.add_argument("--max-length", type=int, default=None, help="token positions incl. specials (default: the model's)")
+    enc.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="token positions incl. specials (default: the model's; decoder-only models: at most 8192)",
+    )
+    enc.add_argument("--revision", default=None, help="hub revision (branch, tag or commit) of SRC")
     enc.add_argument("--force", action="store_true", help="replace an existing bundle at OUT")
     enc.set_defaults(func=_cmd_encoder)
 

@@ -1,16 +1,18 @@
-"""Export a Hugging Face encoder's head-mean attention to an ONNX bundle.
+"""Export a Hugging Face model's head-mean attention to an ONNX bundle.
 
-The graph takes ``input_ids`` and ``attention_mask`` (int64 [batch, seq], right padding) and returns
-``attentions`` float32 [n_layers, batch, seq, seq]: for each requested layer, the attention
-probabilities averaged over heads, all from one forward pass. The model is loaded with eager attention
-(other implementations return no attentions, export notes P1) and cut after the deepest requested
-layer. The bundle is built in a temporary directory beside the target and renamed into place only
-after the parity checks pass.
+The graph takes ``input_ids`` and ``attention_mask`` (int64 [batch, seq]) and returns ``attentions``
+float32 [n_layers, batch, seq, seq]: for each requested layer, the attention probabilities averaged
+over heads, all from one forward pass. The model is loaded with eager attention (other
+implementations return no attentions, export notes P1) and cut after the deepest requested layer.
+Encoders are handled here (right padding); decoder-only models are routed by their config to the
+loader and wrapper in :mod:`.causal` and share the rest of the pipeline. The bundle is built in a
+temporary directory beside the target and renamed into place only after the parity checks pass.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import inspect
 import json
 import logging
@@ -39,7 +41,10 @@ __all__ = [
     "resolve_layers",
     "load_encoder",
     "AttentionLayers",
+    "EXTERNAL_DATA_THRESHOLD_BYTES",
+    "EXTERNAL_DATA_SUFFIX",
     "export_onnx",
+    "graph_file_names",
     "export_bundle",
 ]
 
@@ -51,6 +56,11 @@ _LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
 _PADDING_OFFSET_TYPES = {"roberta", "xlm-roberta", "camembert", "data2vec-text", "xmod", "roberta-prelayernorm"}
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _SOURCE_SUFFIXES = (".json", ".safetensors", ".bin", ".txt", ".model")
+# Protobuf cannot hold a message over 2 GiB (export notes P5). A graph whose tensors come near that
+# is saved as model.onnx plus ONE external-data file, model.onnx.data, instead of the legacy
+# exporter's one-file-per-tensor layout.
+EXTERNAL_DATA_THRESHOLD_BYTES = 2_000_000_000
+EXTERNAL_DATA_SUFFIX = ".data"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,18 +141,18 @@ def _logging_disabled(level: int = logging.WARNING):
         logging.disable(previous)
 
 
-def load_encoder(source: str | os.PathLike, keep_layers: int | None = None):
+def load_encoder(source: str | os.PathLike, keep_layers: int | None = None, revision: str | None = None):
     """(model, config, tokenizer): eager attention, truncated to ``keep_layers`` blocks when given."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     source = os.fspath(source)
     with _quiet_transformers():
-        config = AutoConfig.from_pretrained(source)
-        kwargs: dict[str, Any] = {"attn_implementation": "eager"}
+        config = AutoConfig.from_pretrained(source, revision=revision)
+        kwargs: dict[str, Any] = {"attn_implementation": "eager", "revision": revision}
         if keep_layers is not None and keep_layers < layer_count(config):
             kwargs["num_hidden_layers"] = keep_layers
         model = AutoModel.from_pretrained(source, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True)
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, use_fast=True)
     model.eval()
     if not getattr(tokenizer, "is_fast", False):
         raise ExportError(f"{source} has no fast tokenizer (tokenizer.json); bundles need one")
@@ -189,7 +199,12 @@ def AttentionLayers(model, layers: Sequence[int]):  # noqa: N802 - a factory tha
 
 
 def export_onnx(wrapper, onnx_path: Path, sample_length: int = 16) -> float:
-    """Trace ``wrapper`` with the legacy exporter (opset 17, dynamic batch and seq); returns seconds."""
+    """Trace ``wrapper`` with the legacy exporter (opset 17, dynamic batch and seq); returns seconds.
+
+    Writes ``onnx_path``, plus ``onnx_path`` + ``EXTERNAL_DATA_SUFFIX`` (all weights in one file) when
+    the graph exceeds ``EXTERNAL_DATA_THRESHOLD_BYTES``. The trace goes to a scratch folder first,
+    because above 2 GiB the legacy exporter writes one file per tensor beside the graph.
+    """
     import torch
 
     vocab = int(getattr(wrapper.model.config, "vocab_size", 100) or 100)
@@ -199,23 +214,57 @@ def export_onnx(wrapper, onnx_path: Path, sample_length: int = 16) -> float:
     attention_mask[1, sample_length // 2 :] = 0
     axes = {0: "batch", 1: "seq"}
     started = time.perf_counter()
-    with _quiet_transformers(), torch.no_grad():
-        torch.onnx.export(
-            wrapper,
-            (input_ids, attention_mask),
-            str(onnx_path),
-            dynamo=False,
-            opset_version=OPSET,
-            input_names=list(INPUT_NAMES),
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={
-                "input_ids": axes,
-                "attention_mask": axes,
-                OUTPUT_NAME: {1: "batch", 2: "seq", 3: "seq"},
-            },
-            do_constant_folding=True,
-        )
+    scratch = Path(tempfile.mkdtemp(prefix=".trace-", dir=onnx_path.parent))
+    traced = scratch / onnx_path.name
+    try:
+        with _quiet_transformers(), torch.no_grad():
+            torch.onnx.export(
+                wrapper,
+                (input_ids, attention_mask),
+                str(traced),
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=list(INPUT_NAMES),
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={
+                    "input_ids": axes,
+                    "attention_mask": axes,
+                    OUTPUT_NAME: {1: "batch", 2: "seq", 3: "seq"},
+                },
+                do_constant_folding=True,
+            )
+        _place_graph(scratch, traced, onnx_path)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return time.perf_counter() - started
+
+
+def _place_graph(scratch: Path, traced: Path, onnx_path: Path) -> None:
+    """Move a traced graph to ``onnx_path``: as is when small, else with one external-data file."""
+    written = [entry for entry in scratch.iterdir() if entry.is_file()]
+    total = sum(entry.stat().st_size for entry in written)
+    if len(written) == 1 and total <= EXTERNAL_DATA_THRESHOLD_BYTES:
+        os.replace(traced, onnx_path)
+        return
+    import onnx
+
+    model = onnx.load(str(traced))  # pulls in the per-tensor files written beside it
+    onnx.save_model(
+        model,
+        str(onnx_path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=onnx_path.name + EXTERNAL_DATA_SUFFIX,
+        size_threshold=1024,
+    )
+
+
+def graph_file_names(onnx_path: Path) -> list[str]:
+    """The graph file and, when it was written, its external-data file."""
+    names = [onnx_path.name]
+    if (onnx_path.parent / (onnx_path.name + EXTERNAL_DATA_SUFFIX)).exists():
+        names.append(onnx_path.name + EXTERNAL_DATA_SUFFIX)
+    return names
 
 
 def _torch_attention_fn(wrapper):
@@ -258,7 +307,7 @@ def _probe_id_lists(hf_tokenizer, tokenizer_path: Path, texts: Sequence[str], ma
     return [ids[:max_length] for ids in ours]
 
 
-def _source_record(source: str, source_info: Mapping[str, Any] | None) -> dict:
+def _source_record(source: str, source_info: Mapping[str, Any] | None, revision: str | None = None) -> dict:
     if source_info is not None:
         record = {
             "model_id": source_info.get("model_id"),
@@ -283,7 +332,10 @@ def _source_record(source: str, source_info: Mapping[str, Any] | None) -> dict:
             "files_sha256": files,
             "verification": {},
         }
-    return {"model_id": source, "origin": f"hub:{source}", "files_sha256": {}, "verification": {}}
+    record = {"model_id": source, "origin": f"hub:{source}", "files_sha256": {}, "verification": {}}
+    if revision is not None:
+        record["revision"] = revision
+    return record
 
 
 def _prepare_target(out_dir: Path, overwrite: bool) -> None:
@@ -324,11 +376,16 @@ def export_bundle(
     overwrite: bool = False,
     extra_manifest: Mapping[str, Any] | None = None,
     probe_texts: Sequence[str] | None = None,
+    revision: str | None = None,
 ) -> dict:
-    """Export an encoder to a verified bundle at ``out_dir``; returns the manifest.
+    """Export an encoder or a decoder-only model to a verified bundle at ``out_dir``; returns the manifest.
 
-    ``layers``: None or "all" (default) exports every layer; otherwise absolute or negative indices.
-    Raises ParityError (and writes nothing) if ORT and torch disagree above ``verify.FP32_TOLERANCE``.
+    The architecture comes from the config (:func:`is_causal_config`). ``layers``: "all" exports every
+    layer; a list takes absolute or negative indices; None means every layer for encoders and
+    keyatten's recommended layer (floor(0.75 L)) for causal models. ``max_length`` defaults to the
+    model's positions (causal: capped at ``causal.DEFAULT_MAX_LENGTH_CAP``). ``revision`` is passed to
+    every ``from_pretrained`` call (hub ids). Raises ParityError (and writes nothing) if ORT and torch
+    disagree above ``verify.FP32_TOLERANCE``.
     """
     started = time.perf_counter()
     if not isinstance(name, str) or not _NAME_PATTERN.match(name):
@@ -342,41 +399,60 @@ def export_bundle(
 
     from transformers import AutoConfig
 
+    from . import causal as causal_mod
+
     with _quiet_transformers():
-        full_config = AutoConfig.from_pretrained(source)
-    if is_causal_config(full_config):
-        raise ExportError(
-            f"{source} is a causal (decoder) model; this exporter handles encoders only"
-        )
+        full_config = AutoConfig.from_pretrained(source, revision=revision)
+    is_causal = is_causal_config(full_config)
+    # The full model's depth: the default layer rule and num_layers refer to it, not to the cut graph.
     num_layers = layer_count(full_config)
-    wanted = resolve_layers(layers, num_layers)
     positions = usable_positions(full_config)
-    if max_length is None:
-        max_length = positions if positions is not None else 512
-    elif not isinstance(max_length, int) or max_length < 2:
-        raise ExportError(f"max_length must be an int >= 2, got {max_length!r}")
-    elif positions is not None and max_length > positions:
-        raise ExportError(f"max_length {max_length} exceeds the {positions} positions the model has")
+    if is_causal:
+        wanted = causal_mod.resolve_causal_layers(layers, num_layers)
+        max_length = causal_mod.causal_max_length(positions, max_length)
+    else:
+        wanted = resolve_layers(layers, num_layers)
+        if max_length is None:
+            max_length = positions if positions is not None else 512
+        elif not isinstance(max_length, int) or max_length < 2:
+            raise ExportError(f"max_length must be an int >= 2, got {max_length!r}")
+        elif positions is not None and max_length > positions:
+            raise ExportError(f"max_length {max_length} exceeds the {positions} positions the model has")
 
     work_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         timings: dict[str, float] = {}
         t = time.perf_counter()
-        model, config, hf_tokenizer = load_encoder(source, keep_layers=max(wanted) + 1)
+        if is_causal:
+            model, config, hf_tokenizer = causal_mod.load_causal(source, max(wanted) + 1, revision=revision)
+            wrapper = causal_mod.CausalAttentionLayers(model, wanted)
+            pad_id = causal_mod.causal_pad_token_id(hf_tokenizer)
+            padding_side = causal_mod.tokenizer_padding_side(hf_tokenizer)
+            # Parity on both sides: the runtime may pad either way, whatever the tokenizer prefers.
+            parity_sides = ("right", "left")
+        else:
+            model, config, hf_tokenizer = load_encoder(source, keep_layers=max(wanted) + 1, revision=revision)
+            wrapper = AttentionLayers(model, wanted)
+            pad_id = hf_tokenizer.pad_token_id if hf_tokenizer.pad_token_id is not None else 0
+            padding_side = "right"  # absolute position embeddings: the runtime pads on the right
+            parity_sides = ("right",)
         timings["load"] = time.perf_counter() - t
-        wrapper = AttentionLayers(model, wanted)
 
         onnx_path = work_dir / "model.onnx"
         timings["onnx_export"] = export_onnx(wrapper, onnx_path)
+        graph_files = graph_file_names(onnx_path)
         tokenizer_path = work_dir / "tokenizer.json"
         _write_tokenizer(hf_tokenizer, tokenizer_path)
 
         t = time.perf_counter()
-        pad_id = hf_tokenizer.pad_token_id if hf_tokenizer.pad_token_id is not None else 0
         with _quiet_transformers():  # the long probe exceeds model_max_length on purpose
             id_lists = _probe_id_lists(hf_tokenizer, tokenizer_path, texts + [verify.LONG_PROBE_TEXT], max_length)
         # Batch size and sequence length both vary between the batches (dynamic axes really work).
-        batches = verify.probe_batches(id_lists[:-1], id_lists[-1], pad_id)
+        batches, sides = [], []
+        for side in parity_sides:
+            side_batches = verify.probe_batches(id_lists[:-1], id_lists[-1], pad_id, padding_side=side)
+            batches += side_batches
+            sides += [side] * len(side_batches)
         session = verify.onnx_session(onnx_path)
         parity = {
             "fp32": verify.check_fp32_parity(
@@ -386,9 +462,13 @@ def export_bundle(
                 probes=len(id_lists),
             )
         }
+        parity["fp32"]["padding_sides"] = sides
         timings["verify"] = time.perf_counter() - t
+        # The torch model is done with; free it before quantising (GBs for a 0.6B decoder).
+        del wrapper, model
+        gc.collect()
 
-        file_names = ["model.onnx", "tokenizer.json"]
+        file_names = graph_files + ["tokenizer.json"]
         if int8:
             t = time.perf_counter()
             from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -399,6 +479,8 @@ def export_bundle(
                 warnings.simplefilter("ignore")
                 quantize_dynamic(str(onnx_path), str(int8_path), weight_type=QuantType.QInt8, per_channel=True)
             int8_session = verify.onnx_session(int8_path)
+            # One batch per padding side plus the long probe: agreement is measured where it is used.
+            int8_batches = [batches[0], batches[2]] + ([batches[3]] if len(batches) > 3 else [])
             runs = [
                 (
                     verify.run_onnx_attention(session, ids, mask),
@@ -406,7 +488,7 @@ def export_bundle(
                     ids,
                     mask,
                 )
-                for ids, mask in (batches[0], batches[2])
+                for ids, mask in int8_batches
             ]
             parity["int8"] = verify.int8_agreement(runs, hf_tokenizer.all_special_ids)
             del int8_session
@@ -416,8 +498,7 @@ def export_bundle(
 
         unexpected = sorted(p.name for p in work_dir.iterdir() if p.name not in file_names)
         if unexpected:
-            # E.g. external-data files of a graph over 2 GB (export notes P5): not part of format 1.
-            raise ExportError(f"the export produced unexpected files {unexpected}; format 1 bundles hold one graph file")
+            raise ExportError(f"the export produced unexpected files {unexpected}; a bundle holds only its listed files")
 
         n_layers = len(wanted)
         graph = {
@@ -426,20 +507,26 @@ def export_bundle(
             "opset": OPSET,
             "exporter": manifest_mod.EXPORTER_LABEL,
         }
+        if len(graph_files) > 1:
+            graph["external_data"] = graph_files[1]
+        special_tokens = manifest_mod.special_token_ids(hf_tokenizer)
         extra: dict[str, Any] = {"export_seconds": None, "timings": {}}
+        if is_causal and special_tokens["pad"] is None:
+            special_tokens["pad"] = pad_id
+            extra["pad_token_from"] = "eos"
         if extra_manifest:
             extra.update(extra_manifest)
         manifest = manifest_mod.build_manifest(
             name=name,
-            source=_source_record(source, source_info),
-            architecture="encoder",
+            source=_source_record(source, source_info, revision),
+            architecture="causal" if is_causal else "encoder",
             model_type=str(getattr(config, "model_type", "")),
             num_layers=num_layers,
             exported_layers=wanted,
             graph=graph,
-            special_tokens=manifest_mod.special_token_ids(hf_tokenizer),
-            pad_token_id=hf_tokenizer.pad_token_id,
-            padding_side="right",
+            special_tokens=special_tokens,
+            pad_token_id=pad_id if is_causal else hf_tokenizer.pad_token_id,
+            padding_side=padding_side,
             max_length=max_length,
             parity=parity,
             files=manifest_mod.files_table(work_dir, file_names),

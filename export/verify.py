@@ -1,7 +1,8 @@
 """Checks an export must pass before its bundle is written: ORT vs torch parity, int8 agreement.
 
-Parity is measured on right-padded batches of mixed lengths, over valid positions only (padded query
-rows are meaningless by design; padded keys are exactly 0 in both). The int8 agreement compares
+Parity is measured on padded batches of mixed lengths (right-padded; causal models also left-padded),
+over valid positions only (padded query rows are meaningless by design; padded keys are exactly 0 in
+both). Valid positions are read from the attention mask, so either padding side works. The int8 agreement compares
 per-token received attention (column sums over valid queries, special tokens left out), the quantity
 keyatten's received-attention ranking is built on.
 """
@@ -20,6 +21,7 @@ __all__ = [
     "LONG_PROBE_TEXT",
     "pad_batch",
     "probe_batches",
+    "valid_positions",
     "onnx_session",
     "run_onnx_attention",
     "valid_max_abs_diff",
@@ -52,23 +54,30 @@ PROBE_TEXTS: tuple[str, ...] = (
 LONG_PROBE_TEXT = " ".join(PROBE_TEXTS * 3)
 
 
-def probe_batches(id_lists: Sequence[Sequence[int]], long_ids: Sequence[int], pad_id: int):
-    """Right-padded probe batches: all short probes; a smaller subset; the long probe with a short one."""
+def probe_batches(
+    id_lists: Sequence[Sequence[int]], long_ids: Sequence[int], pad_id: int, padding_side: str = "right"
+):
+    """Padded probe batches: all short probes; a smaller subset; the long probe with a short one."""
     return [
-        pad_batch(id_lists, pad_id),
-        pad_batch(id_lists[: max(2, len(id_lists) // 3)], pad_id),
-        pad_batch([long_ids, id_lists[0]], pad_id),
+        pad_batch(id_lists, pad_id, padding_side),
+        pad_batch(id_lists[: max(2, len(id_lists) // 3)], pad_id, padding_side),
+        pad_batch([long_ids, id_lists[0]], pad_id, padding_side),
     ]
 
 
-def pad_batch(id_lists: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Right-padded int64 ``input_ids`` and ``attention_mask``."""
+def pad_batch(
+    id_lists: Sequence[Sequence[int]], pad_id: int, padding_side: str = "right"
+) -> tuple[np.ndarray, np.ndarray]:
+    """int64 ``input_ids`` and ``attention_mask``, padded on ``padding_side`` ("right" or "left")."""
+    if padding_side not in ("right", "left"):
+        raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
     width = max(len(ids) for ids in id_lists)
     input_ids = np.full((len(id_lists), width), pad_id, dtype=np.int64)
     attention_mask = np.zeros((len(id_lists), width), dtype=np.int64)
     for row, ids in enumerate(id_lists):
-        input_ids[row, : len(ids)] = ids
-        attention_mask[row, : len(ids)] = 1
+        start = 0 if padding_side == "right" else width - len(ids)
+        input_ids[row, start : start + len(ids)] = ids
+        attention_mask[row, start : start + len(ids)] = 1
     return input_ids, attention_mask
 
 
@@ -88,23 +97,33 @@ def run_onnx_attention(session, input_ids: np.ndarray, attention_mask: np.ndarra
     return np.asarray(output, dtype=np.float32)
 
 
+def valid_positions(attention_mask: np.ndarray, row: int) -> np.ndarray:
+    """Indices of the real tokens of ``row`` (right or left padding)."""
+    return np.flatnonzero(attention_mask[row])
+
+
 def valid_max_abs_diff(a: np.ndarray, b: np.ndarray, attention_mask: np.ndarray) -> float:
     """Max |a-b| over valid query rows and key columns of ``[L, B, S, S]`` attention."""
     if a.shape != b.shape:
         return float("inf")
     worst = 0.0
-    for row, n_valid in enumerate(attention_mask.sum(axis=1)):
-        n = int(n_valid)
-        diff = np.abs(a[:, row, :n, :n].astype(np.float64) - b[:, row, :n, :n].astype(np.float64))
+    for row in range(attention_mask.shape[0]):
+        keep = valid_positions(attention_mask, row)
+        a_valid = a[:, row][:, keep][:, :, keep].astype(np.float64)
+        b_valid = b[:, row][:, keep][:, :, keep].astype(np.float64)
+        diff = np.abs(a_valid - b_valid)
         if not np.all(np.isfinite(diff)):
             return float("inf")
         worst = max(worst, float(diff.max(initial=0.0)))
     return worst
 
 
-def received_attention(attention: np.ndarray, n_valid: int, keep: np.ndarray) -> np.ndarray:
-    """Column sums over the ``n_valid`` query rows of one ``[S, S]`` map, at key positions ``keep``."""
-    return attention[:n_valid, :n_valid].sum(axis=0)[keep]
+def received_attention(attention: np.ndarray, valid: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Column sums over the ``valid`` query rows of one ``[S, S]`` map, at key positions ``keep``.
+
+    ``valid`` holds the real token positions; ``keep`` indexes into them.
+    """
+    return attention[np.ix_(valid, valid)].sum(axis=0)[keep]
 
 
 def average_ranks(values: np.ndarray) -> np.ndarray:
@@ -146,14 +165,14 @@ def int8_agreement(
         special = np.isin(input_ids, specials)
         probes += int(attention_mask.shape[0])
         worst = max(worst, valid_max_abs_diff(reference, quantized, attention_mask))
-        for row, n_valid in enumerate(attention_mask.sum(axis=1)):
-            n = int(n_valid)
-            keep = np.flatnonzero(~special[row, :n])
+        for row in range(attention_mask.shape[0]):
+            valid = valid_positions(attention_mask, row)
+            keep = np.flatnonzero(~special[row, valid])
             if keep.size < 2:
                 continue
             for layer in range(reference.shape[0]):
-                ref = received_attention(reference[layer, row], n, keep)
-                got = received_attention(quantized[layer, row], n, keep)
+                ref = received_attention(reference[layer, row], valid, keep)
+                got = received_attention(quantized[layer, row], valid, keep)
                 overlaps.append(top_k_overlap(ref, got, 10))
                 correlations.append(spearman(ref, got))
     return {

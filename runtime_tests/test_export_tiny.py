@@ -26,66 +26,9 @@ from keyatten_lite.errors import BundleError, ChecksumError, InvalidArgumentErro
 from keyatten_lite_export import ExportError, ParityError, verify  # noqa: E402
 from keyatten_lite_export.__main__ import main as export_main  # noqa: E402
 from keyatten_lite_export.encoder import export_bundle  # noqa: E402
+from tiny_models import TEXTS_A, TEXTS_B, make_tiny_bert  # noqa: E402
 
-NUM_LAYERS = 3
-TEXTS_A = [
-    "graph neural networks learn representations of nodes",
-    "深度学习模型在自然语言处理任务中取得了显著进展",
-    "keyword",
-    "the transformer encoder attends over every token pair and padding gets zero probability",
-]
-TEXTS_B = ["量子计算利用叠加和纠缠来加速求解 quantum", "beijing is the capital of china"]
-
-
-def make_tiny_bert(directory: Path, *, layers: int = NUM_LAYERS, seed: int = 0) -> Path:
-    """A Hugging Face directory: config.json, model.safetensors, tokenizer.json, tokenizer_config.json."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import BertConfig, BertModel
-
-    directory.mkdir(parents=True, exist_ok=True)
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    corpus = TEXTS_A + TEXTS_B + ["keyword extraction ranks words by the attention they receive"]
-    tokenizer.train_from_iterator(corpus * 3, trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
-    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
-    )
-    tokenizer.decoder = decoders.WordPiece()
-    tokenizer.enable_padding(length=128, pad_id=0, pad_token="[PAD]")
-    tokenizer.enable_truncation(max_length=128)
-    tokenizer.save(str(directory / "tokenizer.json"))
-    (directory / "tokenizer_config.json").write_text(
-        json.dumps(
-            {
-                "tokenizer_class": "BertTokenizerFast",
-                "do_lower_case": True,
-                "model_max_length": 64,
-                "cls_token": "[CLS]",
-                "sep_token": "[SEP]",
-                "pad_token": "[PAD]",
-                "unk_token": "[UNK]",
-                "mask_token": "[MASK]",
-            }
-        )
-    )
-    config = BertConfig(
-        vocab_size=tokenizer.get_vocab_size(),
-        hidden_size=32,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        initializer_range=0.5,
-        pad_token_id=0,
-    )
-    torch.manual_seed(seed)
-    BertModel(config).save_pretrained(directory)
-    return directory
+NUM_LAYERS = 3  # make_tiny_bert's default depth
 
 
 def torch_head_mean_attention(model_dir: Path, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
