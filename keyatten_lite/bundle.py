@@ -434,6 +434,10 @@ class Bundle:
         self.special_token_ids: dict[str, int | None] = dict(manifest["special_tokens"])
         self.input_names: list[str] = [spec["name"] for spec in manifest["graph"]["inputs"]]
         self.output_name: str = manifest["graph"]["outputs"][0]["name"]
+        # Every declared output (the first is the attention; BIO bundles add "emissions").
+        self.output_names: list[str] = [spec["name"] for spec in manifest["graph"]["outputs"]]
+        # "attention" for plain bundles; "bio-tagger" for bundles that also carry BIO emissions.
+        self.kind: str = str(manifest.get("kind", "attention"))
         self._lock = threading.Lock()
         self._session = None
         self._tokenizer = None
@@ -523,15 +527,15 @@ class Bundle:
             ) from None
         got_inputs = {i.name for i in session.get_inputs()}
         got_outputs = {o.name for o in session.get_outputs()}
-        if got_inputs != set(self.input_names) or self.output_name not in got_outputs:
+        if got_inputs != set(self.input_names) or not set(self.output_names) <= got_outputs:
             raise BundleError(
                 f"bundle {self.name!r}: {self.graph_path.name} has inputs {sorted(got_inputs)} and outputs "
                 f"{sorted(got_outputs)}, which do not match bundle.json; rebuild the bundle"
             )
         return session
 
-    def run_attention(self, input_ids, attention_mask) -> np.ndarray:
-        """Head-mean attention, float32 ``[n_exported_layers, batch, seq, seq]`` (queries x keys)."""
+    def _feeds(self, input_ids, attention_mask) -> dict[str, np.ndarray]:
+        """Validated int64 graph feeds (InvalidArgumentError on bad shapes, dtypes or lengths)."""
         ids = np.asarray(input_ids)
         mask = np.asarray(attention_mask)
         if ids.ndim != 2 or ids.shape[0] < 1 or ids.shape[1] < 1:
@@ -553,16 +557,44 @@ class Bundle:
             "input_ids": np.ascontiguousarray(ids, dtype=np.int64),
             "attention_mask": np.ascontiguousarray(mask, dtype=np.int64),
         }
-        feeds = {name: feeds[name] for name in self.input_names}
-        (output,) = self.session().run([self.output_name], feeds)
-        output = np.asarray(output, dtype=np.float32)
-        expected = (len(self.exported_layers), ids.shape[0], ids.shape[1], ids.shape[1])
+        return {name: feeds[name] for name in self.input_names}
+
+    def _check_attention_shape(self, output: np.ndarray, batch: int, seq: int) -> None:
+        expected = (len(self.exported_layers), batch, seq, seq)
         if output.shape != expected:
             raise BundleError(
                 f"bundle {self.name!r}: graph returned attention of shape {output.shape}, expected {expected}; "
                 "the graph does not follow the bundle format"
             )
+
+    def run_attention(self, input_ids, attention_mask) -> np.ndarray:
+        """Head-mean attention, float32 ``[n_exported_layers, batch, seq, seq]`` (queries x keys)."""
+        feeds = self._feeds(input_ids, attention_mask)
+        (output,) = self.session().run([self.output_name], feeds)
+        output = np.asarray(output, dtype=np.float32)
+        batch, seq = feeds["input_ids"].shape
+        self._check_attention_shape(output, batch, seq)
         return output
+
+    def run_outputs(self, input_ids, attention_mask, names=None) -> dict[str, np.ndarray]:
+        """Several graph outputs from one forward pass: ``{name: float32 array}``.
+
+        ``names`` defaults to every output the manifest declares (``attentions``, and ``emissions``
+        ``[batch, seq, 3]`` for BIO bundles). Only the requested outputs are computed and returned.
+        """
+        wanted = list(self.output_names if names is None else names)
+        unknown = [name for name in wanted if name not in self.output_names]
+        if unknown or not wanted:
+            raise InvalidArgumentError(
+                f"bundle {self.name!r} has outputs {self.output_names}; cannot return {unknown or wanted}"
+            )
+        feeds = self._feeds(input_ids, attention_mask)
+        values = self.session().run(wanted, feeds)
+        outputs = {name: np.asarray(value, dtype=np.float32) for name, value in zip(wanted, values)}
+        batch, seq = feeds["input_ids"].shape
+        if self.output_name in outputs:
+            self._check_attention_shape(outputs[self.output_name], batch, seq)
+        return outputs
 
 
 def open_bundle(

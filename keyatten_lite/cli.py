@@ -55,9 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     fit.add_argument("--merge", action="append", default=[], help="existing IDF file to add to the counts")
     fit.set_defaults(func=_cmd_idf_fit)
 
-    from . import cli_models
+    from . import cli_cache, cli_models
 
     cli_models.register(sub)
+    cli_cache.register(sub)
     try:
         from . import cli_eval
     except ImportError:  # the measurement harness is optional in stripped-down installs
