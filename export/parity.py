@@ -96,7 +96,7 @@ def run(lang: str, n_docs: int, data_dir: Path, top_k: int = 10, methods: Sequen
     docs = load_documents(lang, n_docs, data_dir)
     texts = [d["text"] for d in docs]
 
-    lite = KeyAttenExtractor(model=bundle, language=lang, intra_op_threads=threads, candidate_scoring=mode)
+    lite = KeyAttenExtractor(profile="compat", model=bundle, language=lang, intra_op_threads=threads, candidate_scoring=mode)
     lite.fit_idf(texts)
     with tempfile.TemporaryDirectory() as cache_dir:
         # 0.3.1's document cache holds all six methods' word scores, so one forward pass per document
@@ -142,7 +142,7 @@ def batch_speed(texts: Sequence[str], lang: str, bundle: str, model_dir: Path, t
 
     from keyatten_lite import KeyAttenExtractor
 
-    lite = KeyAttenExtractor(model=bundle, language=lang, intra_op_threads=threads)
+    lite = KeyAttenExtractor(profile="compat", model=bundle, language=lang, intra_op_threads=threads)
     original = Original(model=str(model_dir), language=lang, backend="torch")
     figures = {}
     for label, fn in (("keyatten_lite", lambda t: lite.extract_keywords_batch(t, method=method)),

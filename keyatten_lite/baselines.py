@@ -254,7 +254,7 @@ def _make_lite_extractor(context: RunContext, bundle: str, language: str, varian
                                          intra_op_threads=context.threads)
     from .extractor import KeyAttenExtractor
 
-    return KeyAttenExtractor(model=bundle, language=language, intra_op_threads=context.threads, variant=variant)
+    return KeyAttenExtractor(profile="compat", model=bundle, language=language, intra_op_threads=context.threads, variant=variant)
 
 
 class LiteSystem(System):

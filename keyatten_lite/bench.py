@@ -75,7 +75,8 @@ def _worker_lite(config: dict) -> dict:
     from .extractor import KeyAttenExtractor
 
     extractor = KeyAttenExtractor(
-        model=config["bundle"], language=language, variant=config["variant"], intra_op_threads=config["threads"]
+        model=config["bundle"], language=language, variant=config["variant"], intra_op_threads=config["threads"],
+        profile=config.get("profile", "compat"),  # like for like with keyatten 0.3.1
     )
     bundle = extractor.bundle
     method = config["method"]
@@ -175,7 +176,7 @@ import json, sys, time
 t0 = time.perf_counter()
 from keyatten_lite import KeyAttenExtractor
 t1 = time.perf_counter()
-ex = KeyAttenExtractor(model={bundle!r}, language={language!r}, variant={variant!r}, intra_op_threads={threads!r})
+ex = KeyAttenExtractor(profile="compat", model={bundle!r}, language={language!r}, variant={variant!r}, intra_op_threads={threads!r})
 out = ex.extract_keywords({text!r}, method={method!r}, top_k=10)
 t2 = time.perf_counter()
 print(json.dumps({{"import_s": t1 - t0, "load_and_first_s": t2 - t1, "n_keywords": len(out)}}))

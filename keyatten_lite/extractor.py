@@ -8,6 +8,7 @@ scores and ranking (candidates.py).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -27,20 +28,33 @@ from .align import (
     encode_word_lists,
     length_sorted_batches,
 )
+from .cache import DEFAULT_MAX_BYTES, DiskCache, DocumentEntry, cache_key
 from .candidates import (
     Candidate,
     build_candidates_with_keys,
     candidate_mean_scores,
     rank_candidates,
+    token_counts,
     valid_word_mask,
 )
 from .errors import InvalidArgumentError
-from .idf import IdfState, document_keys, tfidf_word_values
+from .idf import IdfState, document_keys, lookup_fingerprint, tfidf_word_values
 from .segment import locate_word_offsets
+from .textguard import (
+    DEFAULT_MAX_CHARS,
+    TEXT_RULES_VERSION,
+    check_max_chars,
+    sanitize_text,
+    truncate_text,
+    truncate_tokens,
+)
 
 DEFAULT_ZH_CAUSAL_INSTRUCTION_PREFIX = "核心关键词、关键实体、主题："
 LANGUAGES = ("zh", "en")
 CANDIDATE_MODES = ("word", "token_span", "bio")
+# "default": the better-ranking pipeline of default_profile.py (docs/results/quality.md);
+# "compat": keyatten 0.3.1's results, identical where 0.3.1 is right (docs/results/parity.md).
+PROFILES = ("default", "compat")
 # Upper bound on batch × seq² per forward pass: one exported layer's attention for 8 documents of
 # 512 tokens. Keeps a batch of long documents from taking gigabytes on small machines.
 MAX_BATCH_CELLS = 8 * 512 * 512
@@ -80,6 +94,28 @@ class _Document:
         return self.prefix_tags + self.tags
 
 
+@dataclass
+class _Input:
+    """One document after validation, sanitising and truncation: a text, or tokens with tags."""
+
+    text: str | None
+    tokens: list[str] | None = None
+    tags: list[str] | None = None
+
+    @property
+    def is_blank(self) -> bool:
+        return not self.tokens if self.text is None else not self.text.strip()
+
+    def key_fields(self) -> dict:
+        """What identifies the input in a cache key (POS tags only matter for token input)."""
+        if self.text is not None:
+            return {"text": self.text}
+        return {"tokens": self.tokens, "pos_tags": self.tags}
+
+
+_TITLE_OPEN, _TITLE_CLOSE = "《", "》"
+
+
 def recommended_layer(num_layers: int) -> int:
     """keyatten's default read layer for decoder models: about three quarters of the depth."""
     return min(num_layers - 1, max(0, int(math.floor(0.75 * num_layers))))
@@ -90,7 +126,9 @@ class KeyAttenExtractor:
 
     ``model`` is a bundle directory or a default bundle name (``"minilm-l6-en"``,
     ``"e5-small-multi"``); ``None`` picks the default bundle for ``language``. The arguments follow
-    keyatten 0.3.1; the differences are listed in the README.
+    keyatten 0.3.1; the differences are listed in the README. Added keyword arguments:
+    ``max_chars`` (only the first ``max_chars`` characters of a text are segmented) and
+    ``cache_max_bytes`` (size bound of the ``cache_enabled`` disk cache); see docs/cache.md.
     """
 
     def __init__(
@@ -118,7 +156,12 @@ class KeyAttenExtractor:
         intra_op_threads: int | None = None,
         providers: Sequence[str] | None = None,
         tie_break: str = "earlier",
+        max_chars: int = DEFAULT_MAX_CHARS,
+        cache_max_bytes: int = DEFAULT_MAX_BYTES,
+        profile: str = "default",
     ) -> None:
+        if profile not in PROFILES:
+            raise InvalidArgumentError(f"profile must be one of {PROFILES}, got {profile!r}")
         if not isinstance(language, str) or language not in LANGUAGES:
             raise InvalidArgumentError(f"language must be one of {LANGUAGES}, got {language!r}")
         if layer_indices is not None:
@@ -158,8 +201,11 @@ class KeyAttenExtractor:
                 f"dtype={dtype!r} is a torch option; ONNX bundles run in float32 "
                 "(pass variant='int8' for the smaller, faster quantised graph)"
             )
-        if cache_enabled:
-            raise InvalidArgumentError("the disk cache is not available in this version of keyatten-lite")
+        if not isinstance(cache_enabled, bool):
+            raise InvalidArgumentError(f"cache_enabled must be True or False, got {cache_enabled!r}")
+        # DiskCache validates cache_dir and cache_max_bytes; nothing touches the disk before a write.
+        cache = DiskCache(cache_dir, cache_max_bytes) if cache_enabled else None
+        max_chars = check_max_chars(max_chars)
         if is_causal_override not in (None, True, False):
             raise InvalidArgumentError("is_causal_override must be None, True or False")
         if tie_break not in ("earlier", "later"):
@@ -198,9 +244,16 @@ class KeyAttenExtractor:
         self.variant = variant
         self.intra_op_threads = intra_op_threads
         self.tie_break = tie_break
+        self.max_chars = max_chars
+        self.profile = profile
+        self._default = None
+        self.cache: DiskCache | None = cache
         self.idf: IdfState | None = None
 
         self._lock = threading.Lock()
+        # Held across "dictionary fingerprint, then segment" so that, with 《》 titles registered by
+        # other threads, a cache key always describes the dictionary the document was segmented with.
+        self._segment_lock = threading.RLock()
         self._bundle = None
         self._tokenizer = None
         self._segmenter = None
@@ -235,18 +288,35 @@ class KeyAttenExtractor:
         if self._segmenter is None:
             with self._lock:
                 if self._segmenter is None:
-                    from .segment import ChineseSegmenter
+                    from .textguard import BoundedChineseSegmenter
 
-                    self._segmenter = ChineseSegmenter(user_dict=self.user_dict)
+                    self._segmenter = BoundedChineseSegmenter(user_dict=self.user_dict)
         return self._segmenter
 
     def segment(self, text: str) -> tuple[list[str], list[str]]:
-        """Words and POS tags of ``text`` as the extractor sees them."""
+        """Words and POS tags of ``text`` as the extractor sees them (sanitised and truncated)."""
+        if not isinstance(text, str):
+            raise InvalidArgumentError(f"text must be a str, got {type(text).__name__}")
+        return self._segment_clean(self._clean_text(text))
+
+    def _clean_text(self, text: str) -> str:
+        """Lone surrogates to U+FFFD, then the first ``max_chars`` characters (docs/cache.md)."""
+        return truncate_text(sanitize_text(text), self.max_chars)
+
+    def _segment_clean(self, text: str) -> tuple[list[str], list[str]]:
         if self.language == "zh":
-            return self._segmenter_for_zh().segment(text)
+            segmenter = self._segmenter_for_zh()
+            with self._segment_lock:
+                return segmenter.segment(text)
         from .segment import segment_english
 
         return segment_english(text)
+
+    def _dictionary_state(self) -> str | None:
+        """Fingerprint of the segmentation dictionary (user dict content + 《》 titles so far)."""
+        if self.language != "zh":
+            return None
+        return self._segmenter_for_zh().dictionary_fingerprint()
 
     @property
     def idf_lookup(self) -> dict[str, float] | None:
@@ -281,47 +351,69 @@ class KeyAttenExtractor:
     def _prefix_words(self) -> tuple[list[str], list[str]]:
         if self._prefix_cache is None:
             prefix = self._resolved_prefix()
-            self._prefix_cache = ([], []) if prefix is None else self.segment(prefix)
+            self._prefix_cache = ([], []) if prefix is None else self._segment_clean(sanitize_text(prefix))
         return self._prefix_cache
 
     # ------------------------------------------------------------------ preparation
-    def _prepare(self, text: TextInput, pos_tags: Sequence[str] | None, *, with_prefix: bool = True) -> _Document:
+    def _normalise_input(self, text: TextInput, pos_tags: Sequence[str] | None) -> _Input:
+        """Validate one document; sanitise and truncate it (docs/cache.md, "Awkward input")."""
         if isinstance(text, str):
-            words, tags = self.segment(text)
-        elif isinstance(text, Sequence) and not isinstance(text, (bytes, bytearray)):
-            words = [str(t) for t in text]
-            if any(not w.strip() for w in words):
-                raise InvalidArgumentError("token input must not contain blank tokens")
-            if pos_tags is None:
-                tags = ["n" if self.language == "zh" else "eng"] * len(words)
-            else:
-                if isinstance(pos_tags, str) or len(pos_tags) != len(words):
-                    raise InvalidArgumentError(
-                        f"pos_tags must have one tag per token ({len(words)} tokens)"
-                    )
-                tags = [str(t) for t in pos_tags]
-        else:
+            return _Input(self._clean_text(text))
+        if not isinstance(text, Sequence) or isinstance(text, (bytes, bytearray)):
             raise InvalidArgumentError(
                 f"text must be a str or a sequence of str tokens, got {type(text).__name__}"
             )
+        tokens = list(text)
+        for t in tokens:
+            if not isinstance(t, str):
+                raise InvalidArgumentError(f"token input must hold str tokens, got {type(t).__name__}: {t!r}")
+        if any(not t.strip() for t in tokens):
+            raise InvalidArgumentError("token input must not contain blank tokens")
+        if pos_tags is None:
+            tags = ["n" if self.language == "zh" else "eng"] * len(tokens)
+        else:
+            if isinstance(pos_tags, (str, bytes)) or not isinstance(pos_tags, Sequence) or len(pos_tags) != len(tokens):
+                raise InvalidArgumentError(f"pos_tags must be a list with one tag per token ({len(tokens)} tokens)")
+            if not all(isinstance(t, str) for t in pos_tags):
+                raise InvalidArgumentError("pos_tags must be str tags such as 'n' or 'eng'")
+            tags = list(pos_tags)
+        tokens, tags = truncate_tokens([sanitize_text(t) for t in tokens], tags, self.max_chars)
+        return _Input(None, tokens, tags)
+
+    def _segment_input(self, inp: _Input) -> tuple[list[str], list[str]]:
+        if inp.text is not None:
+            return self._segment_clean(inp.text)
+        return list(inp.tokens), list(inp.tags)
+
+    def _document(self, words: list[str], tags: list[str], text: str | None, *, with_prefix: bool = True) -> _Document:
+        """A segmented document with its candidates (and the instruction prefix for the word path)."""
         # The word path prepends the instruction prefix as words (§2.7); the token path and IDF
         # counting never need it, and asking would open the bundle just to learn if it is causal.
         want_prefix = with_prefix and bool(words) and self.candidate_scoring == "word"
         prefix_words, prefix_tags = self._prefix_words() if want_prefix else ([], [])
         candidates, keys = build_candidates_with_keys(words, tags, self.language)
-        return _Document(
-            list(words), list(tags), list(prefix_words), list(prefix_tags), candidates, keys,
-            text if isinstance(text, str) else None,
-        )
+        return _Document(list(words), list(tags), list(prefix_words), list(prefix_tags), candidates, keys, text)
+
+    def _prepare_input(self, inp: _Input, *, with_prefix: bool = True) -> _Document:
+        """Segment (or take the tokens of) one document and build its candidates."""
+        words, tags = self._segment_input(inp)
+        return self._document(words, tags, inp.text, with_prefix=with_prefix)
+
+    def _prepare(self, text: TextInput, pos_tags: Sequence[str] | None, *, with_prefix: bool = True) -> _Document:
+        return self._prepare_input(self._normalise_input(text, pos_tags), with_prefix=with_prefix)
 
     # ------------------------------------------------------------------ model → word scores
-    def _word_scores(self, docs: Sequence[_Document], base: str, batch_size: int) -> list[np.ndarray]:
-        """Raw word scores (document words only) of ``base`` for each document, batched."""
-        out: list[np.ndarray | None] = [None] * len(docs)
+    def _word_scores(
+        self, docs: Sequence[_Document], methods: Sequence[str] | None, batch_size: int
+    ) -> list[dict[str, np.ndarray]]:
+        """Raw word scores (document words only) of each base method in ``methods`` (None: all six,
+        from the same forward pass) for each document, run in length-sorted batches."""
+        names = tuple(scoring.BASE_METHODS if methods is None else methods)
+        out: list[dict[str, np.ndarray] | None] = [None] * len(docs)
         todo = [i for i, d in enumerate(docs) if d.words]
         for i, d in enumerate(docs):
             if not d.words:
-                out[i] = np.zeros(0, dtype=np.float32)
+                out[i] = {name: np.zeros(0, dtype=np.float32) for name in names}
         if not todo:
             return out  # type: ignore[return-value]
         bundle = self.bundle
@@ -341,7 +433,7 @@ class KeyAttenExtractor:
             )
             attentions = bundle.run_attention(batch.input_ids, batch.attention_mask)
             for b, i in enumerate(doc_idx):
-                out[i] = self._doc_word_scores(attentions, batch, b, docs[i], positions, weights, base, causal)
+                out[i] = self._doc_word_scores(attentions, batch, b, docs[i], positions, weights, names, causal)
         return out  # type: ignore[return-value]
 
     def _doc_word_scores(
@@ -352,9 +444,9 @@ class KeyAttenExtractor:
         doc: _Document,
         positions: list[int],
         weights: list[float],
-        base: str,
+        methods: Sequence[str],
         causal: bool,
-    ) -> np.ndarray:
+    ) -> dict[str, np.ndarray]:
         layers = crop_attention(attentions, batch, b)
         keep = batch.token_slice(b)
         word_ids = batch.word_ids[b, keep]
@@ -367,10 +459,13 @@ class KeyAttenExtractor:
         per_layer = []
         for p in positions:
             A = np.ascontiguousarray(layers[p], dtype=np.float32)
-            token_scores = scoring.token_method_scores(A, causal=causal, content_mask=content, methods=[base])
-            per_layer.append({base: scoring.word_scores_from_tokens(token_scores[base], word_ids, n_words)})
+            token_scores = scoring.token_method_scores(A, causal=causal, content_mask=content, methods=methods)
+            per_layer.append(
+                {m: scoring.word_scores_from_tokens(token_scores[m], word_ids, n_words) for m in methods}
+            )
         fused = per_layer[0] if len(per_layer) == 1 else scoring.fuse_layers(per_layer, weights)
-        return np.asarray(fused[base], dtype=np.float32)[len(doc.prefix_words) :]
+        skip = len(doc.prefix_words)
+        return {m: np.asarray(fused[m], dtype=np.float32)[skip:] for m in methods}
 
     # ------------------------------------------------------------------ model → token-span scores
     def _token_prefix(self) -> str | None:
@@ -457,7 +552,10 @@ class KeyAttenExtractor:
         batch_size: int = 16,
         with_scores: bool = False,
     ) -> list[Keywords]:
-        """Keywords of many documents, run through the model in padded, length-sorted batches."""
+        """Keywords of many documents, run through the model in padded, length-sorted batches.
+
+        With the cache on, each document is looked up first and only the misses go to the model.
+        """
         base, uses_idf = scoring.base_method(method)
         top_k = _check_top_k(top_k)
         _check_int("batch_size", batch_size)
@@ -468,32 +566,285 @@ class KeyAttenExtractor:
         lookup = self._lookup_for(idf_lookup) if uses_idf else None  # fail before any forward pass
         if self.candidate_scoring == "token_span" and not all(isinstance(t, str) for t in texts):
             raise InvalidArgumentError("candidate_scoring='token_span' needs raw str input, not token lists")
-        docs = [self._prepare(t, p) for t, p in zip(texts, tags_batch)]
-        if self.candidate_scoring == "token_span":
-            candidate_scores = self._token_span_scores(docs, base, lookup, batch_size)
+        if self._routes_to_default_profile(texts):
+            ranked = self._extract_default_profile(texts, method, uses_idf, idf_lookup, top_k)
+            return [r if with_scores else [p for p, _ in r] for r in ranked]
+        inputs = [self._normalise_input(t, p) for t, p in zip(texts, tags_batch)]
+        if self.cache is not None:
+            ranked = self._extract_cached(inputs, method, base, uses_idf, idf_lookup, lookup, top_k, batch_size)
         else:
-            candidate_scores = []
-            for doc, scores in zip(docs, self._word_scores(docs, base, batch_size)):
-                if lookup is not None and doc.candidates:
-                    tfidf = tfidf_word_values(doc.words, doc.tags, self.language, lookup)
-                    scores = scoring.idf_hybrid(scores, tfidf)
-                candidate_scores.append(candidate_mean_scores(scores, doc.candidates))
+            docs = [self._prepare_input(inp) for inp in inputs]
+            if self.candidate_scoring == "token_span":
+                candidate_scores = self._token_span_scores(docs, base, lookup, batch_size)
+            else:
+                word_scores = self._word_scores(docs, [base], batch_size)
+                candidate_scores = [
+                    self._word_candidate_scores(doc, scores[base], lookup) for doc, scores in zip(docs, word_scores)
+                ]
+            ranked = [self._rank(doc, scores, top_k) for doc, scores in zip(docs, candidate_scores)]
+        return [r if with_scores else [p for p, _ in r] for r in ranked]
+
+    # ------------------------------------------------------------------ default profile
+    def _routes_to_default_profile(self, texts: Sequence[TextInput]) -> bool:
+        """The default profile serves raw-text word-mode calls on encoder bundles; token lists,
+        token_span, explicit layer weights and decoder bundles keep 0.3.1's pipeline."""
+        if self.profile != "default" or self.candidate_scoring != "word" or self.layer_weights is not None:
+            return False
+        if not all(isinstance(t, str) for t in texts):
+            return False
+        if all(not t.strip() for t in texts):
+            return True  # all blank: answered without opening the bundle
+        return not self.is_causal
+
+    def _default_profile(self):
+        if self._default is None:
+            # Resolved before taking the lock: both take self._lock themselves.
+            bundle = self.bundle
+            segmenter = self._segmenter_for_zh() if self.language == "zh" else None
+            with self._lock:
+                if self._default is None:
+                    from .default_profile import DefaultProfileExtractor
+
+                    layers = self.layer_indices if self.layer_indices is not None else (
+                        [self.layer_index] if self.layer_index is not None else None
+                    )
+                    default = DefaultProfileExtractor(bundle, self.language, layers=layers, user_dict=self.user_dict)
+                    if segmenter is not None:
+                        default._segmenter = segmenter  # one jieba state per extractor
+                    self._default = default
+        return self._default
+
+    def _extract_default_profile(
+        self,
+        texts: Sequence[str],
+        method: str,
+        uses_idf: bool,
+        idf_lookup: Mapping[str, float] | IdfState | None,
+        top_k: int,
+    ) -> list[list[tuple[str, float]]]:
+        # The default profile reads the raw text: control characters become spaces, so they neither
+        # split phrases as punctuation would nor reach the tokenizer.
+        cleaned = [_CONTROL_CHARS.sub(" ", self._clean_text(t)) for t in texts]
+        results: list[list[tuple[str, float]] | None] = [[] if not t.strip() else None for t in cleaned]
+        todo = [i for i, r in enumerate(results) if r is None]
+        if not todo:
+            return [[] for _ in texts]
+        idf = None
+        if uses_idf:
+            idf = idf_lookup if idf_lookup is not None else self.idf
+        default = self._default_profile()
+        keys: dict[int, str] = {}
+        if self.cache is not None:
+            from . import __version__
+
+            config = {
+                "schema": "keyatten-lite-default-profile/1",
+                "package": __version__,
+                "bundle": self.bundle.content_hash,
+                "variant": self.variant,
+                "language": self.language,
+                "layers": default.layer_positions(scoring.base_method(method)[0]),
+                "config": repr(default.config),
+                "libraries": _library_versions(self.language),
+                "dictionary": self._dictionary_state(),
+                "method": method,
+                "top_k": top_k,
+                "idf": self._idf_fingerprint(idf_lookup) if uses_idf else None,
+            }
+            for i in todo:
+                keys[i] = cache_key({**config, "text": cleaned[i]})
+                results[i] = self.cache.get_keywords(keys[i])
+            todo = [i for i in todo if results[i] is None]
+        if todo:
+            computed = default.extract_keywords_batch([cleaned[i] for i in todo], method, top_k, idf, with_scores=True)
+            for i, ranked in zip(todo, computed):
+                results[i] = [(p, float(s)) for p, s in ranked]
+                if i in keys:
+                    self.cache.put_keywords(keys[i], results[i])
+        return results  # type: ignore[return-value]
+
+    def _word_candidate_scores(
+        self,
+        doc: _Document,
+        word_scores: np.ndarray,
+        lookup: Mapping[str, float] | None,
+        counts: Mapping[str, float] | None = None,
+    ) -> np.ndarray:
+        """Word mode: optional IDF product on the word scores, then each candidate's mean (§4.6)."""
+        if lookup is not None and doc.candidates:
+            tfidf = tfidf_word_values(doc.words, doc.tags, self.language, lookup, counts=counts)
+            word_scores = scoring.idf_hybrid(word_scores, tfidf)
+        return candidate_mean_scores(word_scores, doc.candidates)
+
+    def _rank(self, doc: _Document, candidate_scores: np.ndarray, top_k: int) -> list[tuple[str, float]]:
+        if not doc.candidates:
+            return []
         dedup = self.dedup_nested or (self.dedup_nested_for_topk5 and top_k <= 5)
-        results: list[Keywords] = []
-        for doc, cand_scores in zip(docs, candidate_scores):
-            if not doc.candidates:
-                results.append([])
+        return rank_candidates(
+            [c.text for c in doc.candidates],
+            doc.keys,
+            candidate_scores,
+            top_k,
+            dedup_nested=dedup,
+            tie_break=self.tie_break,
+        )
+
+    # ------------------------------------------------------------------ cache
+    def _cache_config(self) -> dict:
+        """Everything that changes a document's analysis, except the document and the dictionary."""
+        from . import __version__
+
+        bundle = self.bundle
+        positions, weights = self._read_layers()
+        word_mode = self.candidate_scoring == "word"
+        return {
+            "schema": "keyatten-lite-cache-key/1",
+            "package": __version__,
+            "text_rules": TEXT_RULES_VERSION,
+            "bundle": bundle.content_hash,
+            "variant": self.variant,
+            "language": self.language,
+            "candidate_scoring": self.candidate_scoring,
+            # Resolved values: layer_index=-1 and 5 on a 6-layer model share entries.
+            "layers": [bundle.exported_layers[p] for p in positions],
+            "layer_weights": [float(w) for w in weights],
+            "causal": self.is_causal,
+            "prefix": self._resolved_prefix() if word_mode else self._token_prefix(),
+            "libraries": _library_versions(self.language),
+        }
+
+    def _idf_fingerprint(self, idf_lookup: Mapping[str, float] | IdfState | None) -> str | None:
+        """§5.5 fingerprint; an IdfState (including the fitted one) computes it once and keeps it."""
+        if isinstance(idf_lookup, IdfState):
+            return idf_lookup.fingerprint()
+        if idf_lookup is not None:
+            # A plain mapping may have changed since the last call, so it is hashed once per call.
+            return lookup_fingerprint(idf_lookup)
+        return self.idf.fingerprint() if self.idf is not None else None
+
+    def _replay_segmentation_side_effects(self, inp: _Input) -> None:
+        """On a cache hit, register the document's 《》 titles as segmenting it would have, so that
+        later documents see the same dictionary (and keys) with or without the cache."""
+        if self.language == "zh" and inp.text is not None and _TITLE_OPEN in inp.text and _TITLE_CLOSE in inp.text:
+            self._segment_clean(inp.text)
+
+    def _extract_cached(
+        self,
+        inputs: list[_Input],
+        method: str,
+        base: str,
+        uses_idf: bool,
+        idf_lookup: Mapping[str, float] | IdfState | None,
+        lookup: Mapping[str, float] | None,
+        top_k: int,
+        batch_size: int,
+    ) -> list[list[tuple[str, float]]]:
+        """Look every document up, run only the misses through the model (docs/cache.md).
+
+        Per document: (1) keyword layer by text + dictionary fingerprint (no segmentation); on a miss,
+        segment, then (2) keyword layer by the segmentation, (3) document layer by the segmentation
+        (no forward pass), (4) compute. Keys from the segmentation stay valid however the dictionary
+        changed since (Chinese 《》 titles), so a later call needs at most a jieba pass.
+        """
+        cache = self.cache
+        assert cache is not None
+        n = len(inputs)
+        results: list[list[tuple[str, float]] | None] = [None] * n
+        if all(inp.is_blank for inp in inputs):
+            return [[] for _ in inputs]
+        word_mode = self.candidate_scoring == "word"
+        config = self._cache_config()
+        if word_mode:
+            # Resolve the prefix before any document, so hits and misses segment it at the same point.
+            self._prefix_words()
+        keyword_fields = {
+            "method": method,
+            "top_k": top_k,
+            "dedup_nested": self.dedup_nested,
+            "dedup_nested_for_topk5": self.dedup_nested_for_topk5,
+            "tie_break": self.tie_break,
+            # Only the _idf methods depend on the IDF (0.3.1 keyed every method on it).
+            "idf": self._idf_fingerprint(idf_lookup) if uses_idf else None,
+        }
+        docs: list[_Document | None] = [None] * n
+        scores: list[dict[str, np.ndarray] | None] = [None] * n
+        counts: list[Mapping[str, float] | None] = [None] * n
+        write_keys: list[list[str]] = [[] for _ in range(n)]  # keyword keys to store the result under
+        document_keys_: list[str | None] = [None] * n
+        misses: list[int] = []
+        for i, inp in enumerate(inputs):
+            if inp.is_blank:
+                results[i] = []
                 continue
-            ranked = rank_candidates(
-                [c.text for c in doc.candidates],
-                doc.keys,
-                cand_scores,
-                top_k,
-                dedup_nested=dedup,
-                tie_break=self.tie_break,
+            if inp.text is not None:
+                with self._segment_lock:
+                    # Fingerprint taken before this document is segmented: the dictionary state its
+                    # segmentation depends on (segmenting it registers its own 《》 titles).
+                    text_key = cache_key(
+                        {**config, "dictionary": self._dictionary_state(), "text": inp.text, **keyword_fields}
+                    )
+                    hit = cache.get_keywords(text_key)
+                    if hit is not None:
+                        results[i] = hit
+                        self._replay_segmentation_side_effects(inp)
+                        continue
+                    words, tags = self._segment_input(inp)
+                write_keys[i].append(text_key)
+            else:
+                words, tags = inp.tokens, inp.tags
+            doc_key = cache_key(
+                {
+                    **config,
+                    "words": words,
+                    "tags": tags,
+                    # token_span scores character spans of the text itself.
+                    "text": None if word_mode else inp.text,
+                }
             )
-            results.append(ranked if with_scores else [p for p, _ in ranked])
-        return results
+            keyword_key = cache_key({"document": doc_key, **keyword_fields})
+            write_keys[i].append(keyword_key)
+            hit = cache.get_keywords(keyword_key)
+            if hit is not None:
+                results[i] = hit
+                continue
+            entry = cache.get_document(doc_key) if word_mode else None
+            if entry is not None and entry.words == list(words) and entry.tags == list(tags):
+                docs[i] = _Document(entry.words, entry.tags, [], [], entry.candidates, entry.keys, inp.text)
+                scores[i] = entry.scores
+                counts[i] = entry.token_counts
+                continue
+            docs[i] = self._document(words, tags, inp.text)
+            document_keys_[i] = doc_key
+            misses.append(i)
+
+        token_span_scores: dict[int, np.ndarray] = {}
+        if misses and word_mode:
+            computed = self._word_scores([docs[i] for i in misses], None, batch_size)
+            for i, doc_scores in zip(misses, computed):
+                doc = docs[i]
+                scores[i] = doc_scores
+                entry = DocumentEntry(
+                    doc.words, doc.tags, doc.candidates, doc.keys,
+                    dict(token_counts(doc.words, doc.tags, self.language)), doc_scores,
+                )
+                counts[i] = entry.token_counts
+                cache.put_document(document_keys_[i], entry)
+        elif misses:
+            computed = self._token_span_scores([docs[i] for i in misses], base, lookup, batch_size)
+            token_span_scores = dict(zip(misses, computed))
+
+        for i in range(n):
+            if results[i] is None:
+                if word_mode:
+                    candidate_scores = self._word_candidate_scores(docs[i], scores[i][base], lookup, counts[i])
+                else:
+                    candidate_scores = token_span_scores[i]
+                results[i] = self._rank(docs[i], candidate_scores, top_k)
+                for key in write_keys[i]:
+                    cache.put_keywords(key, results[i])
+            elif len(write_keys[i]) == 2:  # found by segmentation: add the fast text entry
+                cache.put_keywords(write_keys[i][0], results[i])
+        return results  # type: ignore[return-value]
 
     def extract_word_weights(
         self, text: TextInput, method: str = "received_attn", pos_tags: Sequence[str] | None = None
@@ -506,7 +857,7 @@ class KeyAttenExtractor:
                 f"scores; use one of {scoring.BASE_METHODS}"
             )
         doc = self._prepare(text, pos_tags)
-        (scores,) = self._word_scores([doc], base, 1)
+        scores = self._word_scores([doc], [base], 1)[0][base]
         return [WordWeight(w, i, float(s), t) for i, (w, t, s) in enumerate(zip(doc.words, doc.tags, scores))]
 
     def candidate_phrases(self, text: str) -> list[str]:
@@ -518,6 +869,10 @@ class KeyAttenExtractor:
         texts = _check_texts(texts)
         tags_batch = _check_pos_tags_batch(pos_tags_batch, len(texts))
         key_sets = []
+        if self._routes_to_default_profile(texts):
+            # Count the words the default profile reads, so every key it looks up can be found.
+            default = self._default_profile()
+            return [default.document_keys(self._clean_text(t)) for t in texts]
         for text, tags in zip(texts, tags_batch):
             doc = self._prepare(text, tags, with_prefix=False)
             key_sets.append(document_keys(doc.words, doc.tags, self.language))
@@ -564,6 +919,7 @@ class KeyAttenExtractor:
 
 
 _ALL_NON_WORD = re.compile(r"[\W_]+")
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 def kept_text_tokens(model_text: str, offsets: np.ndarray, prefix_chars: int) -> np.ndarray:
@@ -607,6 +963,21 @@ _CONVENIENCE_LOCK = threading.Lock()
 
 
 # ---------------------------------------------------------------------- argument checks
+@functools.lru_cache(maxsize=None)
+def _library_versions(language: str) -> dict:
+    """Versions of the libraries whose behaviour is part of the answer (cache keys)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def get(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    # nltk's Porter stemmer makes the phrase keys (dedup, counts, IDF); jieba segments Chinese.
+    return {"nltk": get("nltk"), "jieba": get("jieba") if language == "zh" else None}
+
+
 def _check_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise InvalidArgumentError(f"{name} must be an int, got {value!r}")
@@ -640,8 +1011,10 @@ def _check_pos_tags_batch(pos_tags_batch: Any, n: int) -> list:
 
 
 def _causal_default_layer(bundle) -> int:
-    if getattr(bundle, "recommended_layer", None) is not None:
-        return int(bundle.recommended_layer)
+    """The manifest's default layer: always one the graph exports (floor(0.75 L) unless the bundle
+    was exported at other layers), so automatic layer choice never fails (0.3.1 §12.1 item 1)."""
+    if getattr(bundle, "default_layer", None) is not None:
+        return int(bundle.default_layer)
     return recommended_layer(int(bundle.num_layers))
 
 

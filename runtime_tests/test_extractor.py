@@ -20,12 +20,12 @@ ZH_TEXT = "自然语言处理是人工智能的重要方向，深度学习模型
 
 @pytest.fixture(scope="module")
 def en(en_bundle):
-    return KeyAttenExtractor(model=en_bundle, language="en", intra_op_threads=1)
+    return KeyAttenExtractor(profile="compat", model=en_bundle, language="en", intra_op_threads=1)
 
 
 @pytest.fixture(scope="module")
 def zh(zh_bundle):
-    return KeyAttenExtractor(model=zh_bundle, language="zh", intra_op_threads=1)
+    return KeyAttenExtractor(profile="compat", model=zh_bundle, language="zh", intra_op_threads=1)
 
 
 def test_keywords_are_candidates_ranked_by_descending_score(en):
@@ -52,7 +52,7 @@ def test_every_base_method_ranks_all_candidates(en, method):
 
 
 def test_idf_methods_need_idf_before_any_forward_pass(en_bundle, monkeypatch):
-    ex = KeyAttenExtractor(model=en_bundle, language="en")
+    ex = KeyAttenExtractor(profile="compat", model=en_bundle, language="en")
     with pytest.raises(InvalidArgumentError, match="IDF"):
         ex.extract_keywords(EN_TEXT, method="samrank_idf")
     assert ex._bundle is None, "the model must not be loaded just to fail"
@@ -114,7 +114,7 @@ def test_token_list_input_and_pos_tags(zh):
 
 
 def test_nested_dedup_removes_sub_and_super_phrases(en_bundle):
-    ex = KeyAttenExtractor(model=en_bundle, language="en", dedup_nested=True)
+    ex = KeyAttenExtractor(profile="compat", model=en_bundle, language="en", dedup_nested=True)
     from keyatten_lite.normalize import normalize_phrase
 
     keys = [normalize_phrase(p) for p in ex.extract_keywords(EN_TEXT, top_k=10)]
@@ -171,14 +171,14 @@ def test_wrong_text_types_are_rejected(en, bad):
 
 
 def test_layer_out_of_range_names_the_available_layers(en_bundle):
-    ex = KeyAttenExtractor(model=en_bundle, language="en", layer_index=40)
+    ex = KeyAttenExtractor(profile="compat", model=en_bundle, language="en", layer_index=40)
     with pytest.raises(InvalidArgumentError, match="40"):
         ex.extract_keywords(EN_TEXT)
 
 
 def test_multi_layer_fusion_is_the_weighted_mean_of_single_layers(en_bundle):
-    single = [KeyAttenExtractor(model=en_bundle, language="en", layer_index=i) for i in (2, 5)]
-    fused = KeyAttenExtractor(model=en_bundle, language="en", layer_indices=[2, 5], layer_weights=[1.0, 3.0])
+    single = [KeyAttenExtractor(profile="compat", model=en_bundle, language="en", layer_index=i) for i in (2, 5)]
+    fused = KeyAttenExtractor(profile="compat", model=en_bundle, language="en", layer_indices=[2, 5], layer_weights=[1.0, 3.0])
     w = [ex.extract_word_weights(EN_TEXT, method="received_attn") for ex in single]
     f = fused.extract_word_weights(EN_TEXT, method="received_attn")
     expected = (np.array([x.weight for x in w[0]]) * 1 + np.array([x.weight for x in w[1]]) * 3) / 4
@@ -189,3 +189,51 @@ def test_all_twelve_method_names_are_accepted(en):
     en.fit_idf([EN_TEXT])
     for method in ALL_METHODS:
         assert en.extract_keywords(EN_TEXT, method=method, top_k=3)
+
+
+# ---------------------------------------------------------------------- default profile routing
+def test_default_profile_is_what_users_get(en_bundle):
+    from keyatten_lite.default_profile import DefaultProfileExtractor
+
+    ex = KeyAttenExtractor(model=en_bundle, language="en")
+    assert ex.profile == "default"
+    ours = ex.extract_keywords(EN_TEXT, method="samrank", top_k=8, with_scores=True)
+    direct = DefaultProfileExtractor(en_bundle, "en").extract_keywords(EN_TEXT, "samrank", 8, with_scores=True)
+    assert ours == [(p, float(s)) for p, s in direct]
+    compat = KeyAttenExtractor(model=en_bundle, language="en", profile="compat")
+    assert ours != compat.extract_keywords(EN_TEXT, method="samrank", top_k=8, with_scores=True)
+
+
+def test_default_profile_candidates_never_cross_punctuation(en_bundle):
+    ex = KeyAttenExtractor(model=en_bundle, language="en")
+    text = "We study wavelength services. Wavelength services, however, differ; optical networks matter."
+    for phrase in ex.extract_keywords(text, method="received_attn", top_k=20):
+        assert phrase in text, phrase  # contiguous in the source, so no punctuation inside
+
+
+def test_default_profile_idf_is_counted_with_its_own_words(en_bundle):
+    docs = [d["text"] for d in read_jsonl("en/inspec.jsonl", limit=20)]
+    ex = KeyAttenExtractor(model=en_bundle, language="en")
+    ex.fit_idf(docs)
+    ranked = ex.extract_keywords(docs[0], method="samrank_idf", top_k=10, with_scores=True)
+    assert len(ranked) == 10 and [s for _, s in ranked] == sorted((s for _, s in ranked), reverse=True)
+
+
+def test_token_lists_and_token_span_use_the_compat_pipeline(en_bundle):
+    tokens = ["graph", "neural", "networks", "learn", "structure"]
+    default = KeyAttenExtractor(model=en_bundle, language="en")
+    compat = KeyAttenExtractor(model=en_bundle, language="en", profile="compat")
+    assert default.extract_keywords(tokens, top_k=5, with_scores=True) == compat.extract_keywords(
+        tokens, top_k=5, with_scores=True
+    )
+
+
+def test_blank_text_does_not_open_the_bundle(tmp_path):
+    ex = KeyAttenExtractor(model=tmp_path / "missing-bundle", language="en")
+    assert ex.extract_keywords_batch(["", "  \n"]) == [[], []]
+    assert ex._bundle is None
+
+
+def test_unknown_profile_is_rejected(en_bundle):
+    with pytest.raises(InvalidArgumentError, match="profile"):
+        KeyAttenExtractor(model=en_bundle, language="en", profile="best")
