@@ -73,6 +73,12 @@ def build_default_bundles(
     root.mkdir(parents=True, exist_ok=True)
     results: list[dict] = []
     for recipe in selected_recipes(names):
+        if recipe.get("kind") == "bio":
+            # BIO taggers are trained, not just exported (export/bio.py; ~20 min each on 2 cores).
+            from .bio import build_bio_bundle
+
+            results.append(build_bio_bundle(recipe, home, force=force, log=say))
+            continue
         name = recipe["name"]
         target = root / name
         wanted_hash = recipe_hash(recipe)
