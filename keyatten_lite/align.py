@@ -13,7 +13,6 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import InvalidArgumentError
 
 
 @dataclass(frozen=True)
@@ -49,24 +48,8 @@ def configured_tokenizer(tokenizer, max_length: int):
     return own
 
 
-def encode_word_lists(
-    tokenizer,
-    word_lists: Sequence[Sequence[str]],
-    *,
-    pad_id: int,
-    padding_side: str = "right",
-) -> EncodedBatch:
-    """Encode pre-split word lists as one padded batch.
-
-    ``tokenizer`` must already be configured with :func:`configured_tokenizer`.
-    """
-    if not word_lists:
-        raise InvalidArgumentError("encode_word_lists needs at least one document")
-    encodings = tokenizer.encode_batch([list(words) for words in word_lists], is_pretokenized=True)
-    return _pad_encodings(encodings, pad_id=pad_id, padding_side=padding_side)
-
-
-def _pad_encodings(encodings, *, pad_id: int, padding_side: str) -> EncodedBatch:
+def pad_encodings(encodings, *, pad_id: int, padding_side: str) -> EncodedBatch:
+    """One padded batch from ``tokenizers`` encodings (already truncated)."""
     lengths = np.array([len(e.ids) for e in encodings], dtype=np.int64)
     width = int(lengths.max()) if len(lengths) else 0
     batch = len(encodings)
@@ -114,20 +97,3 @@ def crop_attention(attentions: np.ndarray, batch: EncodedBatch, b: int) -> np.nd
     keep = batch.token_slice(b)
     return attentions[:, b][:, keep][:, :, keep]
 
-
-def encode_texts(
-    tokenizer,
-    texts: Sequence[str],
-    *,
-    pad_id: int,
-    padding_side: str = "right",
-) -> tuple[EncodedBatch, list[np.ndarray]]:
-    """Encode raw texts as one padded batch; also each document's ``[n, 2]`` character offsets.
-
-    The token path (``candidate_scoring="token_span"``) needs offsets into the text the model saw.
-    """
-    if not texts:
-        raise InvalidArgumentError("encode_texts needs at least one document")
-    encodings = tokenizer.encode_batch(list(texts))
-    offsets = [np.asarray(e.offsets, dtype=np.int64).reshape(-1, 2) for e in encodings]
-    return _pad_encodings(encodings, pad_id=pad_id, padding_side=padding_side), offsets

@@ -24,9 +24,8 @@ from .align import (
     EncodedBatch,
     configured_tokenizer,
     crop_attention,
-    encode_texts,
-    encode_word_lists,
     length_sorted_batches,
+    pad_encodings,
 )
 from .cache import DEFAULT_MAX_BYTES, DiskCache, DocumentEntry, cache_key
 from .candidates import (
@@ -420,17 +419,12 @@ class KeyAttenExtractor:
         positions, weights = self._read_layers()
         causal = self.is_causal
         pad_id = bundle.pad_token_id if bundle.pad_token_id is not None else 0
-        # Approximate token lengths for grouping: one encode pass per document is what we need anyway.
+        # Encoded once: the lengths group the batches, and each group is padded from these encodings.
         encodings = self._tokenizer.encode_batch([docs[i].model_words for i in todo], is_pretokenized=True)
         lengths = [len(e.ids) for e in encodings]
         for group in length_sorted_batches(lengths, batch_size, MAX_BATCH_CELLS):
             doc_idx = [todo[g] for g in group]
-            batch = encode_word_lists(
-                self._tokenizer,
-                [docs[i].model_words for i in doc_idx],
-                pad_id=pad_id,
-                padding_side=bundle.padding_side,
-            )
+            batch = pad_encodings([encodings[g] for g in group], pad_id=pad_id, padding_side=bundle.padding_side)
             attentions = bundle.run_attention(batch.input_ids, batch.attention_mask)
             for b, i in enumerate(doc_idx):
                 out[i] = self._doc_word_scores(attentions, batch, b, docs[i], positions, weights, names, causal)
@@ -488,12 +482,13 @@ class KeyAttenExtractor:
         prefix_chars = len(prefix) + 1 if prefix else 0
         model_texts = {i: (prefix + "\n" + docs[i].text) if prefix else docs[i].text for i in todo}
         pad_id = bundle.pad_token_id if bundle.pad_token_id is not None else 0
-        lengths = [len(e.ids) for e in self._tokenizer.encode_batch([model_texts[i] for i in todo])]
+        encodings = self._tokenizer.encode_batch([model_texts[i] for i in todo])
+        lengths = [len(e.ids) for e in encodings]
         for group in length_sorted_batches(lengths, batch_size, MAX_BATCH_CELLS):
             doc_idx = [todo[g] for g in group]
-            batch, offsets = encode_texts(
-                self._tokenizer, [model_texts[i] for i in doc_idx], pad_id=pad_id, padding_side=bundle.padding_side
-            )
+            group_encodings = [encodings[g] for g in group]
+            batch = pad_encodings(group_encodings, pad_id=pad_id, padding_side=bundle.padding_side)
+            offsets = [np.asarray(e.offsets, dtype=np.int64).reshape(-1, 2) for e in group_encodings]
             attentions = bundle.run_attention(batch.input_ids, batch.attention_mask)
             for b, i in enumerate(doc_idx):
                 doc = docs[i]

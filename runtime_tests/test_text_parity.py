@@ -109,7 +109,7 @@ _REFERENCE_SCRIPT = textwrap.dedent(
                                                             dedup_nested=True),
             })
         # Pass 2 (zh: the jieba state now holds every title of pass 1).
-        idf = KeyAttenExtractor(profile="compat", model="unused-no-model-is-loaded", language=language).fit_idf(texts)
+        idf = KeyAttenExtractor(model="unused-no-model-is-loaded", language=language).fit_idf(texts)
         result[language] = {"docs": docs, "idf": idf}
     json.dump(result, open(sys.argv[2], "w", encoding="utf-8"), ensure_ascii=False)
     """
