@@ -19,7 +19,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import threading
 import time
 import warnings
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from .candidates import Candidate
+from .atomic import atomic_write_bytes
 from .errors import InvalidArgumentError
 
 __all__ = [
@@ -241,19 +241,7 @@ class DiskCache:
             path.parent.mkdir(parents=True, exist_ok=True)
             # A unique temp name per writer (0.3.1 shared "<digest>.tmp" between writers), in the same
             # folder so os.replace is an atomic rename; readers see the old file or the new one.
-            fd, temp_name = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=_TEMP_SUFFIX, dir=path.parent)
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(temp_name, path)
-            except BaseException:
-                try:
-                    os.unlink(temp_name)
-                except OSError:
-                    pass
-                raise
+            atomic_write_bytes(path, data, prefix=f".{key[:16]}.", suffix=_TEMP_SUFFIX)
         except OSError as exc:
             if not self._warned:
                 self._warned = True

@@ -184,18 +184,9 @@ def _read_jsonl(source: str | TextIO) -> Iterator[dict]:
 
 
 def _atomic_write_text(path: str, text: str) -> None:
-    import tempfile
+    from .atomic import atomic_write_bytes
 
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".keyatten-lite-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, text.encode("utf-8"), prefix=".keyatten-lite-")
 
 
 class _Progress:

@@ -11,7 +11,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -19,6 +18,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from .candidates import token_counts, valid_word_mask
+from .atomic import atomic_write_bytes
 from .errors import InvalidArgumentError
 from .normalize import normalize_phrase
 
@@ -168,20 +168,7 @@ class IdfState:
         lines = [FILE_HEADER, f"{_DOCUMENTS_PREFIX}{self.doc_count}"]
         lines.extend(f"{_escape_key(key)}\t{df}" for key, df in sorted(self.document_frequency.items()))
         data = ("\n".join(lines) + "\n").encode("utf-8")
-        directory = target.parent if str(target.parent) else Path(".")
-        fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp_name, target)
-        except BaseException:
-            try:
-                os.unlink(temp_name)
-            except OSError:
-                pass
-            raise
+        atomic_write_bytes(target, data)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "IdfState":
