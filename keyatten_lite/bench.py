@@ -383,6 +383,126 @@ def bench_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot_bench(result: dict, path: str) -> str | None:
+    """Two panels: batch documents/s per system and thread count, cold-start wall seconds per system.
+
+    Returns a message instead of writing when matplotlib is missing (it is not a run-time dependency).
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return f"--plot {path}: matplotlib is not installed (pip install matplotlib); no chart written"
+    import numpy as np
+
+    summary = result["summary"]
+    rows = summary["throughput"]
+    systems = list(dict.fromkeys(f"{r['system']} {r['method']}" for r in rows))
+    threads = sorted({r["threads"] for r in rows})
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [2, 1]})
+    width = 0.8 / max(len(threads), 1)
+    for t_index, n_threads in enumerate(threads):
+        by_system = {f"{r['system']} {r['method']}": r.get("docs_per_s") or 0.0 for r in rows if r["threads"] == n_threads}
+        left.barh(np.arange(len(systems)) + t_index * width, [by_system.get(s, 0.0) for s in systems], width,
+                  label=f"{n_threads} thread{'s' if n_threads > 1 else ''}")
+    left.set_yticks(np.arange(len(systems)) + width * (len(threads) - 1) / 2, systems, fontsize="small")
+    left.set_xlabel("documents / s (batch)")
+    left.legend(fontsize="small")
+    cold = summary["cold_start"]
+    right.barh(np.arange(len(cold)), [r.get("wall_s") or 0.0 for r in cold])
+    right.set_yticks(np.arange(len(cold)), [f"{r['system']} ({r['threads']}t)" for r in cold], fontsize="small")
+    right.set_xlabel("cold start, s (lower is better)")
+    figure.suptitle(f"{Path(result['config']['corpus']).name}, {result['config']['limit']} documents")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return None
+
+
+def ratio_rows(result: dict) -> list[dict]:
+    """keyatten-lite against keyatten 0.3.1 of the same run, per lite configuration and thread count.
+
+    ``speedup`` = lite docs/s ÷ keyatten docs/s (batch); ``total_over_floor`` = lite batch time ÷ the
+    bare ``session.run`` time on the same batches; cold-start and peak-RSS ratios are keyatten ÷ lite.
+    """
+    summary = result["summary"]
+    reference = {r["threads"]: r for r in summary["throughput"] if r["system"].startswith("keyatten 0.3.1")}
+    cold_reference = {r["threads"]: r for r in summary["cold_start"] if r["system"].startswith("keyatten 0.3.1")}
+    cold_lite = {(r["system"], r["threads"]): r for r in summary["cold_start"]}
+    rows = []
+    for row in summary["throughput"]:
+        if row["system"].startswith("keyatten 0.3.1"):
+            continue
+        ref = reference.get(row["threads"], {})
+        cold = cold_lite.get((row["system"], row["threads"]), {})
+        cold_ref = cold_reference.get(row["threads"], {})
+
+        def divide(a, b):
+            return a / b if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b > 0 else None
+
+        rows.append({
+            "system": row["system"], "method": row["method"], "threads": row["threads"],
+            "speedup": divide(row.get("docs_per_s"), ref.get("docs_per_s")),
+            "p50_speedup": divide(ref.get("p50_ms"), row.get("p50_ms")),
+            "total_over_floor": divide(1.0, row.get("model_share")),
+            "cold_speedup": divide(cold_ref.get("wall_s"), cold.get("wall_s")),
+            "cold_rss_ratio": divide(cold_ref.get("peak_rss_bytes"), cold.get("peak_rss_bytes")),
+        })
+    return rows
+
+
+def speed_report(results: Sequence[dict]) -> str:
+    """One markdown page from several bench results: each run's tables, then the ratios against keyatten."""
+    lines = ["# Speed and memory of keyatten-lite against keyatten 0.3.1 (torch)", ""]
+    for result in results:
+        lines.append(bench_markdown(result).replace("# Speed and memory:", "## Speed and memory:", 1))
+        versions = result.get("versions") or {}
+        shown = ", ".join(f"{k} {v}" for k, v in sorted(versions.items()) if v)
+        if shown:
+            lines += [f"Versions: {shown}.", ""]
+        load = (result.get("machine") or {}).get("load_average")
+        if load:
+            lines += [f"Load average when the run ended: {load}.", ""]
+        lines += [
+            "Ratios (same run): speed-up = keyatten-lite docs/s ÷ keyatten docs/s (batch); p50 speed-up = keyatten "
+            "p50 ÷ keyatten-lite p50 (single calls); total ÷ floor = keyatten-lite batch time ÷ `session.run` alone; "
+            "cold-start and peak-RSS ratios = keyatten ÷ keyatten-lite.",
+            "",
+            "| keyatten-lite | method | threads | speed-up (batch) | speed-up (p50) | total ÷ floor | cold-start speed-up | cold peak RSS ratio |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for row in sorted(ratio_rows(result), key=lambda r: (r["threads"], r["system"])):
+            times = lambda v: "" if v is None else f"{v:.2f}×"  # noqa: E731
+            lines.append(
+                f"| {row['system']} | {row['method']} | {row['threads']} | {times(row['speedup'])} | "
+                f"{times(row['p50_speedup'])} | {_fmt(row['total_over_floor'], '.2f')} | "
+                f"{times(row['cold_speedup'])} | {times(row['cold_rss_ratio'])} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _cmd_bench_report(args: argparse.Namespace) -> int:
+    from .atomic import atomic_write_bytes
+
+    results = []
+    for path in args.results:
+        try:
+            results.append(json.loads(Path(path).read_text(encoding="utf-8")))
+        except (OSError, ValueError) as error:
+            raise InvalidArgumentError(f"{path}: not a bench result ({error})") from error
+        if "summary" not in results[-1]:
+            raise InvalidArgumentError(f"{path}: not a bench result (no summary)")
+    text = speed_report(results)
+    if args.output:
+        atomic_write_bytes(Path(args.output), text.encode("utf-8"))
+    else:
+        print(text)
+    return 0
+
+
 def _csv(text: str, cast=str) -> list:
     try:
         values = [cast(part.strip()) for part in text.split(",") if part.strip()]
@@ -426,6 +546,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     md_path = write_outputs(result, markdown, args.output, args.markdown)
     print(markdown)
     print(f"wrote {args.output} and {md_path}", file=sys.stderr)
+    if args.plot:
+        message = plot_bench(result, args.plot)
+        print(message or f"wrote {args.plot}", file=sys.stderr)
     return 0
 
 
@@ -449,7 +572,15 @@ def register(subparsers) -> None:
     bench.add_argument("--step-timeout", type=float, default=1800.0, help="seconds before a step is abandoned")
     bench.add_argument("-o", "--output", default="bench-results.json")
     bench.add_argument("--markdown", help="markdown file (default: the JSON path with .md)")
+    bench.add_argument("--plot", help="PNG chart of throughput and cold start (needs matplotlib)")
     bench.set_defaults(func=_cmd_bench)
+
+    report = subparsers.add_parser(
+        "bench-report", help="one markdown page (with ratios against keyatten 0.3.1) from bench JSON results"
+    )
+    report.add_argument("results", nargs="+", help="JSON files written by keyatten-lite bench")
+    report.add_argument("-o", "--output", help="markdown file (default: stdout)")
+    report.set_defaults(func=_cmd_bench_report)
 
 
 def _main(argv: Sequence[str] | None = None) -> int:

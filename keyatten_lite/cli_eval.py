@@ -61,6 +61,10 @@ def machine_info() -> dict[str, Any]:
     except (ValueError, OSError, AttributeError):
         pass
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:  # timings are only comparable on an idle machine: record how busy it was
+        load_average = [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        load_average = None
     return {
         "platform": platform.platform(),
         "machine": platform.machine(),
@@ -68,6 +72,7 @@ def machine_info() -> dict[str, Any]:
         "logical_cpus": os.cpu_count(),
         "usable_cpus": usable,
         "memory_bytes": memory_bytes,
+        "load_average": load_average,
     }
 
 

@@ -115,6 +115,9 @@ NAMED_SPLITS: dict[str, str] = {
     "inspec-first500": "the first 500 documents sorted by the integer in their id",
     "semeval2017-first200": "the first 200 documents in file order",
     "semeval2017-rest": "every document after the first 200 in file order",
+    # SemEval-2010 has no dev split of its own; long-document settings need one.
+    "semeval2010-dev": "every third document (0th, 3rd, ...) in the order of the id strings (81 of 243)",
+    "semeval2010-rest": "the other documents (162 of 243), in file order",
 }
 
 
@@ -135,6 +138,9 @@ def select_documents(
             selected = selected[:200]
         elif split == "semeval2017-rest":
             selected = selected[200:]
+        elif split in ("semeval2010-dev", "semeval2010-rest"):
+            dev_ids = {d.id for i, d in enumerate(sorted(selected, key=lambda d: d.id)) if i % 3 == 0}
+            selected = [d for d in selected if (d.id in dev_ids) == (split == "semeval2010-dev")]
         else:
             raise InvalidArgumentError(f"unknown split {split!r}; known splits: {', '.join(NAMED_SPLITS)}")
     if ids is not None:

@@ -192,6 +192,16 @@ def test_semeval2017_splits_and_ids():
         select_documents(documents, split="inspec-first5")
 
 
+def test_semeval2010_dev_is_every_third_id_and_rest_the_others():
+    # ids whose string order differs from file order and from numeric order
+    documents = [doc([], id=f"s/C-{n}") for n in (10, 1, 2, 11, 3, 20, 4)]
+    dev = select_documents(documents, split="semeval2010-dev")
+    rest = select_documents(documents, split="semeval2010-rest")
+    # string order: C-1, C-10, C-11, C-2, C-20, C-3, C-4 -> positions 0, 3, 6 are dev
+    assert {d.id for d in dev} == {"s/C-1", "s/C-2", "s/C-4"}
+    assert [d.id for d in rest] == ["s/C-10", "s/C-11", "s/C-3", "s/C-20"]  # file order kept
+
+
 @pytest.mark.skipif(not (DATA_DIR / "en" / "inspec.jsonl").is_file(), reason=f"datasets not found in {DATA_DIR}")
 def test_inspec_first500_matches_peer_present_share():
     documents = select_documents(read_jsonl(DATA_DIR / "en" / "inspec.jsonl"), split="inspec-first500")
@@ -373,6 +383,48 @@ def test_bench_plan_interleaves_and_summary_takes_medians():
     lite_int8_2 = next(r for r in summary["throughput"] if r["system"].endswith("int8") and r["threads"] == 2)
     assert lite_int8_2["docs_per_s"] == 6.0 and lite_int8_2["docs_per_s_range"] == [1.0, 11.0]
     assert len(summary["cold_start"]) == 3
+
+
+def test_bench_plot_draws_every_system_or_says_why(tmp_path):
+    from keyatten_lite.bench import plan_steps, plot_bench, summarise
+
+    steps = plan_steps(corpus="c.jsonl", limit=5, bundles=["b"], variants=["fp32"], methods=["received_attn"],
+                       threads=[1, 2], keyatten_model="/hf", batch_size=4, single_docs=2, repeats=1, cold=True)
+    records = [{"config": s, "result": {"ok": True, "docs_per_s": 3.0 + i, "wall_s": 1.5}} for i, s in enumerate(steps)]
+    result = {"config": {"corpus": "c.jsonl", "limit": 5}, "summary": summarise(records)}
+    target = tmp_path / "bench.png"
+    message = plot_bench(result, str(target))
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert message and "matplotlib" in message and not target.exists()
+    else:
+        assert message is None
+        assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_ratios_against_keyatten_worked_by_hand():
+    from keyatten_lite.bench import ratio_rows, speed_report
+
+    throughput = [
+        {"system": "keyatten 0.3.1 torch (m)", "method": "received_attn", "threads": 2, "docs_per_s": 10.0, "p50_ms": 80.0},
+        {"system": "keyatten-lite m fp32", "method": "received_attn", "threads": 2, "docs_per_s": 25.0,
+         "p50_ms": 40.0, "model_share": 0.8},
+        {"system": "keyatten-lite m int8", "method": "received_attn", "threads": 1, "docs_per_s": 5.0},
+    ]
+    cold = [{"system": "keyatten 0.3.1 torch (m)", "threads": 2, "wall_s": 9.0, "peak_rss_bytes": 600},
+            {"system": "keyatten-lite m fp32", "threads": 2, "wall_s": 3.0, "peak_rss_bytes": 200}]
+    result = {"summary": {"throughput": throughput, "cold_start": cold}, "records": [],
+              "date": "d", "machine": {"cpu_model": "cpu", "usable_cpus": 2},
+              "config": {"corpus": "c", "limit": 3, "batch_size": 16, "single_docs": 2, "repeats": 1}}
+    rows = {(r["system"], r["threads"]): r for r in ratio_rows(result)}
+    fp32 = rows[("keyatten-lite m fp32", 2)]
+    assert fp32["speedup"] == 2.5 and fp32["p50_speedup"] == 2.0 and fp32["total_over_floor"] == 1.25
+    assert fp32["cold_speedup"] == 3.0 and fp32["cold_rss_ratio"] == 3.0
+    int8 = rows[("keyatten-lite m int8", 1)]  # no keyatten run at 1 thread: no ratio, not a made-up one
+    assert int8["speedup"] is None and int8["cold_speedup"] is None
+    page = speed_report([result])
+    assert "| keyatten-lite m fp32 | received_attn | 2 | 2.50× | 2.00× | 1.25 | 3.00× | 3.00× |" in page
 
 
 def test_bench_worker_failure_is_reported_not_raised(tmp_path):
