@@ -48,7 +48,12 @@ __all__ = [
     "mine_recall_oriented_phrases",
     "owned_span_range",
     "BIORun",
+    "BIODocument",
     "BIOExtractor",
+    "span_confidence",
+    "window_tokenizer",
+    "overflow_windows",
+    "run_windows",
 ]
 
 TAGS = ("B", "I", "O")
@@ -458,6 +463,88 @@ def _check_number(value, label: str) -> float:
     return float(value)
 
 
+def window_tokenizer(bundle, max_length: int, stride: int):
+    """A private copy of ``bundle``'s tokenizer: truncation at ``max_length`` with overflow windows
+    sharing ``stride`` tokens, no padding (the bundle's own tokenizer object is never changed)."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_str(bundle.tokenizer().to_str())
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(int(max_length), stride=int(stride))
+    return tokenizer
+
+
+def overflow_windows(tokenizer, texts: Sequence[str]) -> list[_Window]:
+    """Every overflow window of every text (``tokenizer`` from :func:`window_tokenizer`), in text order."""
+    encodings = tokenizer.encode_batch(list(texts))
+    windows = []
+    for text_index, encoding in enumerate(encodings):
+        parts = [encoding] + list(encoding.overflowing)
+        for window_index, part in enumerate(parts):
+            special = list(part.special_tokens_mask)
+            leading = next((i for i, flag in enumerate(special) if not flag), len(special))
+            windows.append(
+                _Window(
+                    text_index,
+                    window_index,
+                    len(parts),
+                    list(part.ids),
+                    list(part.offsets),
+                    leading,
+                    len(special) - sum(special),
+                )
+            )
+    return windows
+
+
+def run_windows(bundle, windows: Sequence[_Window], names: Sequence[str], batch_size: int) -> list[dict[str, np.ndarray]]:
+    """Graph outputs ``names`` for each window, cropped to its valid tokens; one session call per batch
+    of ``batch_size`` windows of similar length (attention ``[n_layers, n, n]``, emissions ``[n, 3]``)."""
+    results: list[dict[str, np.ndarray] | None] = [None] * len(windows)
+    pad_id = bundle.pad_token_id if bundle.pad_token_id is not None else 0
+    order = sorted(range(len(windows)), key=lambda i: len(windows[i].ids))  # less padding
+    for first in range(0, len(order), batch_size):
+        chunk = order[first : first + batch_size]
+        width = max(len(windows[i].ids) for i in chunk)
+        input_ids = np.full((len(chunk), width), pad_id, dtype=np.int64)
+        attention_mask = np.zeros((len(chunk), width), dtype=np.int64)
+        for row, i in enumerate(chunk):
+            input_ids[row, : len(windows[i].ids)] = windows[i].ids
+            attention_mask[row, : len(windows[i].ids)] = 1
+        outputs = bundle.run_outputs(input_ids, attention_mask, list(names))
+        for row, i in enumerate(chunk):
+            n = len(windows[i].ids)
+            cropped = {}
+            if EMISSIONS_OUTPUT in outputs:
+                cropped[EMISSIONS_OUTPUT] = outputs[EMISSIONS_OUTPUT][row, :n]
+            if bundle.output_name in outputs:
+                cropped[bundle.output_name] = outputs[bundle.output_name][:, row, :n, :n]
+            results[i] = cropped
+    return results  # type: ignore[return-value]
+
+
+def span_confidence(emissions: np.ndarray, start: int, end: int) -> float:
+    """Tagger confidence of the token span ``[start, end)``: the mean of P(B) at its first token and
+    P(I) at the others, from the softmax of the emissions (the confidence §7.4 gives threshold spans)."""
+    probs = softmax(np.asarray(emissions)[start:end])
+    return float(np.concatenate(([probs[0, TAG_B]], probs[1:, TAG_I])).mean())
+
+
+@dataclass
+class BIODocument:
+    """One document through a BIO bundle (see :meth:`BIOExtractor.analyse_batch`).
+
+    ``spans``: ``(text, confidence)`` of the Viterbi spans over all windows, de-duplicated in lower case
+    in first-occurrence order (the texts are ``extract_spans``'s), confidence the maximum of
+    :func:`span_confidence` over the decoded occurrences. ``windows``: the overflow windows;
+    ``attentions``: each window's head-mean attention ``[n_layers, n, n]`` (None when not asked for).
+    """
+
+    spans: list[tuple[str, float]]
+    windows: list[_Window]
+    attentions: list[np.ndarray | None]
+
+
 class BIOExtractor:
     """Keyword spans from a BIO bundle (keyatten 0.3.1 ``BIOExtractor``, torch-free).
 
@@ -476,10 +563,13 @@ class BIOExtractor:
         window_stride: int | None = None,
         batch_size: int = 16,
         max_length: int | None = None,
+        providers: Sequence[str] | None = None,
     ):
         from .bundle import open_bundle
 
-        self.bundle = open_bundle(model, variant=variant, intra_op_threads=intra_op_threads)
+        self.bundle = open_bundle(
+            model, variant=variant, intra_op_threads=intra_op_threads, providers=list(providers) if providers else None
+        )
         manifest = self.bundle.manifest
         where = f"bundle {self.bundle.name!r} ({self.bundle.path})"
         if manifest.get("kind") != BIO_KIND or EMISSIONS_OUTPUT not in self.bundle.output_names:
@@ -517,63 +607,20 @@ class BIOExtractor:
         with self._lock:
             tokenizer = self._window_tokenizers.get(stride)
             if tokenizer is None:
-                from tokenizers import Tokenizer
-
-                tokenizer = Tokenizer.from_str(self.bundle.tokenizer().to_str())
-                tokenizer.no_padding()
-                tokenizer.enable_truncation(self.max_length, stride=stride)
+                tokenizer = window_tokenizer(self.bundle, self.max_length, stride)
                 self._window_tokenizers[stride] = tokenizer
             return tokenizer
 
     def _windows(self, texts: Sequence[str], stride: int) -> list[_Window]:
-        encodings = self._tokenizer_for(stride).encode_batch(list(texts))
-        windows = []
-        for text_index, encoding in enumerate(encodings):
-            parts = [encoding] + list(encoding.overflowing)
-            for window_index, part in enumerate(parts):
-                special = list(part.special_tokens_mask)
-                leading = next((i for i, flag in enumerate(special) if not flag), len(special))
-                windows.append(
-                    _Window(
-                        text_index,
-                        window_index,
-                        len(parts),
-                        list(part.ids),
-                        list(part.offsets),
-                        leading,
-                        len(special) - sum(special),
-                    )
-                )
-        return windows
+        return overflow_windows(self._tokenizer_for(stride), texts)
 
     def _run_windows(self, windows: Sequence[_Window], names: Sequence[str]) -> list[dict[str, np.ndarray]]:
-        """Graph outputs for each window, cropped to its valid tokens; one session call per batch."""
-        results: list[dict[str, np.ndarray] | None] = [None] * len(windows)
-        pad_id = self.bundle.pad_token_id if self.bundle.pad_token_id is not None else 0
-        order = sorted(range(len(windows)), key=lambda i: len(windows[i].ids))  # less padding
-        for first in range(0, len(order), self.batch_size):
-            chunk = order[first : first + self.batch_size]
-            width = max(len(windows[i].ids) for i in chunk)
-            input_ids = np.full((len(chunk), width), pad_id, dtype=np.int64)
-            attention_mask = np.zeros((len(chunk), width), dtype=np.int64)
-            for row, i in enumerate(chunk):
-                input_ids[row, : len(windows[i].ids)] = windows[i].ids
-                attention_mask[row, : len(windows[i].ids)] = 1
-            outputs = self.bundle.run_outputs(input_ids, attention_mask, list(names))
-            for row, i in enumerate(chunk):
-                n = len(windows[i].ids)
-                cropped = {}
-                if EMISSIONS_OUTPUT in outputs:
-                    cropped[EMISSIONS_OUTPUT] = outputs[EMISSIONS_OUTPUT][row, :n]
-                if self.bundle.output_name in outputs:
-                    cropped[self.bundle.output_name] = outputs[self.bundle.output_name][:, row, :n, :n]
-                results[i] = cropped
-        return results  # type: ignore[return-value]
+        return run_windows(self.bundle, windows, names, self.batch_size)
 
     # -- Viterbi spans --------------------------------------------------------------------------
 
-    def _window_spans(self, text: str, window: _Window, emissions: np.ndarray) -> list[tuple[int, str]]:
-        """(character start, text) of the Viterbi spans this window owns."""
+    def _window_spans(self, text: str, window: _Window, emissions: np.ndarray) -> list[tuple[int, str, float]]:
+        """(character start, text, confidence) of the Viterbi spans this window owns."""
         spans = bio_tags_to_spans(viterbi_decode(emissions, *self.crf))
         lo, hi = owned_span_range(window.window_index, window.n_windows, window.n_content, self.window_stride)
         found = []
@@ -583,15 +630,22 @@ class BIOExtractor:
                 continue
             piece = span_text(text, window.offsets, start, end)
             if piece is not None:
-                found.append((int(window.offsets[start][0]), piece))
+                found.append((int(window.offsets[start][0]), piece, span_confidence(emissions, start, end)))
         return found
 
-    def _spans_from_windows(self, text: str, windows, outputs) -> list[str]:
-        found: list[tuple[int, str]] = []
+    def _scored_spans_from_windows(self, text: str, windows, outputs) -> list[tuple[str, float]]:
+        found: list[tuple[int, str, float]] = []
         for window, output in zip(windows, outputs):
             found.extend(self._window_spans(text, window, output[EMISSIONS_OUTPUT]))
         found.sort(key=lambda item: item[0])  # stable: a single window keeps tag order
-        return dedup_lower(piece for _, piece in found)
+        merged: dict[str, list] = {}
+        for _, piece, confidence in found:
+            entry = merged.setdefault(piece.lower(), [piece, confidence])
+            entry[1] = max(entry[1], confidence)
+        return [(piece, confidence) for piece, confidence in merged.values()]
+
+    def _spans_from_windows(self, text: str, windows, outputs) -> list[str]:
+        return [piece for piece, _ in self._scored_spans_from_windows(text, windows, outputs)]
 
     def extract_spans(self, text: str) -> list[str]:
         """Viterbi spans, de-duplicated case-insensitively in first-occurrence order (§7.3, windowed)."""
@@ -628,6 +682,29 @@ class BIOExtractor:
             emissions=outputs[0][EMISSIONS_OUTPUT],
             n_windows=len(windows),
         )
+
+    def analyse_batch(self, texts: Sequence[str], *, with_attention: bool = True) -> list[BIODocument]:
+        """Scored Viterbi spans and (``with_attention``) every window's attention from the same forward
+        passes, for the bio candidate mode of :class:`keyatten_lite.KeyAttenExtractor`. Blank texts give
+        an empty document (no windows)."""
+        texts = _check_texts(texts)
+        results = [BIODocument([], [], []) for _ in texts]
+        live = [i for i, text in enumerate(texts) if text.strip()]
+        if not live:
+            return results
+        names = [EMISSIONS_OUTPUT] + ([self.bundle.output_name] if with_attention else [])
+        windows = self._windows([texts[i] for i in live], self.window_stride)
+        outputs = self._run_windows(windows, names)
+        for slot, text_index in enumerate(live):
+            mine = [(w, o) for w, o in zip(windows, outputs) if w.text_index == slot]
+            own_windows = [w for w, _ in mine]
+            own_outputs = [o for _, o in mine]
+            results[text_index] = BIODocument(
+                spans=self._scored_spans_from_windows(texts[text_index], own_windows, own_outputs),
+                windows=own_windows,
+                attentions=[o.get(self.bundle.output_name) for o in own_outputs],
+            )
+        return results
 
     # -- relaxed decoding and profiles ----------------------------------------------------------
 

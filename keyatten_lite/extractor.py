@@ -191,10 +191,7 @@ class KeyAttenExtractor:
         if candidate_scoring not in CANDIDATE_MODES:
             raise InvalidArgumentError(f"candidate_scoring must be one of {CANDIDATE_MODES}, got {candidate_scoring!r}")
         if candidate_scoring == "bio":
-            raise InvalidArgumentError(
-                "candidate_scoring='bio' is not available in this version of keyatten-lite; "
-                "use 'word' or 'token_span'"
-            )
+            bio_model_path = _check_bio_model_path(bio_model_path)
         if dtype not in ("auto", "float32", None):
             raise InvalidArgumentError(
                 f"dtype={dtype!r} is a torch option; ONNX bundles run in float32 "
@@ -219,6 +216,8 @@ class KeyAttenExtractor:
 
         if model is None and onnx_path is not None:
             model = onnx_path
+        # bio mode: with no model given, the BIO bundle's own attention may serve (see _bio_attention_source).
+        self._model_defaulted = model is None
         if model is None:
             from .registry import default_bundle_for
 
@@ -240,6 +239,7 @@ class KeyAttenExtractor:
         self.dedup_nested_for_topk5 = bool(dedup_nested_for_topk5)
         self.dedup_nested = bool(dedup_nested)
         self.candidate_scoring = candidate_scoring
+        self.bio_model_path = bio_model_path if candidate_scoring == "bio" else None
         self.variant = variant
         self.intra_op_threads = intra_op_threads
         self.tie_break = tie_break
@@ -257,11 +257,22 @@ class KeyAttenExtractor:
         self._tokenizer = None
         self._segmenter = None
         self._prefix_cache: tuple[list[str], list[str]] | None = None
+        # bio mode (bio_mode.py): the BIO extractor, whether its graph also serves the attention
+        # (same backbone: one forward pass), the attention bundle's name (tuned layers), and an
+        # optional in-memory store of analyses that the evaluation harness turns on.
+        self._bio_lock = threading.Lock()
+        self._bio_extractor = None
+        self._bio_shared = False
+        self._bio_attention_name: str | None = None
+        self._bio_window_tokenizer = None
+        self._bio_memo: dict | None = None
 
     # ------------------------------------------------------------------ lazy state
     @property
     def bundle(self):
-        """The opened model bundle (loaded on first use)."""
+        """The opened model bundle (loaded on first use; in bio mode the BIO bundle when it shares the backbone)."""
+        if self._bundle is None and self.candidate_scoring == "bio":
+            self._bio()
         if self._bundle is None:
             with self._lock:
                 if self._bundle is None:
@@ -551,7 +562,7 @@ class KeyAttenExtractor:
 
         With the cache on, each document is looked up first and only the misses go to the model.
         """
-        base, uses_idf = scoring.base_method(method)
+        base, uses_idf = self._method_parts(method)
         top_k = _check_top_k(top_k)
         _check_int("batch_size", batch_size)
         if batch_size < 1:
@@ -559,6 +570,11 @@ class KeyAttenExtractor:
         texts = _check_texts(texts)
         tags_batch = _check_pos_tags_batch(pos_tags_batch, len(texts))
         lookup = self._lookup_for(idf_lookup) if uses_idf else None  # fail before any forward pass
+        if self.candidate_scoring == "bio":
+            if not all(isinstance(t, str) for t in texts):
+                raise InvalidArgumentError("candidate_scoring='bio' needs raw str input, not token lists")
+            ranked = self._extract_bio(texts, method, base, idf_lookup, lookup, top_k, batch_size)
+            return [r if with_scores else [p for p, _ in r] for r in ranked]
         if self.candidate_scoring == "token_span" and not all(isinstance(t, str) for t in texts):
             raise InvalidArgumentError("candidate_scoring='token_span' needs raw str input, not token lists")
         if self._routes_to_default_profile(texts):
@@ -683,6 +699,239 @@ class KeyAttenExtractor:
             dedup_nested=dedup,
             tie_break=self.tie_break,
         )
+
+    # ------------------------------------------------------------------ bio candidates (bio_mode.py)
+    def _method_parts(self, method: Any) -> tuple[str | None, bool]:
+        """``(base method, uses_idf)``; the BIO-alone methods (bio mode only) have no base method."""
+        from .bio_mode import BIO_ALONE_METHODS
+
+        if isinstance(method, str) and method in BIO_ALONE_METHODS:
+            if self.candidate_scoring != "bio":
+                raise InvalidArgumentError(f"method {method!r} ranks BIO spans: it needs candidate_scoring='bio'")
+            return None, False
+        return scoring.base_method(method)
+
+    def _bio(self):
+        """The BIO extractor (opened on first use); decides whether its graph also gives the attention."""
+        if self._bio_extractor is None:
+            with self._bio_lock:
+                if self._bio_extractor is None:
+                    from .bio import BIOExtractor
+
+                    bio = BIOExtractor(
+                        self.bio_model_path,
+                        intra_op_threads=self.intra_op_threads,
+                        providers=self.providers,
+                        variant=BIO_VARIANT,
+                    )
+                    shared, name = self._bio_attention_source(bio)
+                    if shared:
+                        with self._lock:
+                            if self._bundle is None:
+                                self._tokenizer = configured_tokenizer(bio.bundle.tokenizer(), bio.bundle.max_length)
+                                self._bundle = bio.bundle
+                    self._bio_shared, self._bio_attention_name = shared, name
+                    self._bio_extractor = bio
+        return self._bio_extractor
+
+    def _bio_attention_source(self, bio) -> tuple[bool, str]:
+        """(the BIO graph's attention is the attention bundle's, the attention bundle's name).
+
+        Shared when both bundles come from the same source files with the same tokenizer and window
+        length, and the requested variant is the one the BIO graph runs: one forward pass then gives
+        the spans and the attention. With no ``model`` given and the default attention bundle not
+        built, the BIO bundle's own attention serves (it exports every layer).
+        """
+        from .bundle import read_manifest, resolve_bundle_path
+        from .errors import BundleNotFoundError
+
+        bio_manifest = bio.bundle.manifest
+        try:
+            path = resolve_bundle_path(self.model)
+        except BundleNotFoundError:
+            if not self._model_defaulted:
+                raise
+            return True, str(bio_manifest.get("backbone") or bio.bundle.name)
+        manifest = read_manifest(path)
+        name = str(manifest.get("backbone") or manifest.get("name") or path.name)
+        if manifest.get("architecture") != "encoder" and self.is_causal_override is not False:
+            raise InvalidArgumentError(
+                f"candidate_scoring='bio' needs an encoder attention bundle; {name!r} is "
+                f"{manifest.get('architecture')!r} (use the BIO bundle's own backbone, e.g. leave model unset)"
+            )
+
+        def backbone(m: dict) -> tuple:
+            source = m.get("source") or {}
+            tokenizer = (m.get("files") or {}).get((m.get("tokenizer") or {}).get("file", "tokenizer.json")) or {}
+            return (source.get("model_id"), source.get("files_sha256"), tokenizer.get("sha256"), m.get("max_length"))
+
+        shared = self.variant == BIO_VARIANT and None not in backbone(manifest)[:1] and backbone(manifest) == backbone(bio_manifest)
+        return shared, name
+
+    def _bio_layers(self, base: str | None) -> tuple[list[int], list[float]]:
+        """Layer positions (in ``self.bundle``) and fusion weights for bio scoring: compat and explicit
+        layers as the token path reads them; otherwise the default profile's tuned layers."""
+        if base is None:
+            return [], []
+        if self.profile == "compat" or self.layer_indices is not None or self.layer_index is not None:
+            return self._read_layers()
+        from .default_profile import tuned_layers
+
+        self._bio()
+        layers = list(tuned_layers(self._bio_attention_name or "", base) or [-1])
+        return [self.bundle.layer_position(x) for x in layers], [1.0] * len(layers)
+
+    def _bio_words(self, text: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Default bio profile: (keys, valid, character spans) of the words IDF applies to (the default
+        profile's words: English regex words with offsets, Chinese jieba words)."""
+        from .default_profile import chinese_words, english_valid_mask, english_words
+        from .normalize import normalize_phrase
+
+        if self.language == "en":
+            words, spans, _ = english_words(text)
+            valid = english_valid_mask(words)
+        else:
+            with self._segment_lock:
+                words, tags, spans = chinese_words(text, self._segmenter_for_zh())
+            valid = valid_word_mask(words, tags, "zh")
+        return [normalize_phrase(w) for w in words], np.asarray(valid, dtype=bool), spans
+
+    def _bio_word_values(
+        self, text: str, doc: _Document | None, lookup: Mapping[str, float], idf_state: IdfState | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(word character spans, tf·idf word values) for the §3.6 product on the token path."""
+        if self.profile == "compat":
+            assert doc is not None
+            spans = np.asarray(locate_word_offsets(text, doc.words), dtype=np.int64).reshape(-1, 2)
+            return spans, tfidf_word_values(doc.words, doc.tags, self.language, lookup)
+        from .bio_mode import word_tfidf_values
+        from .default_profile import unseen_idf_value
+
+        keys, valid, spans = self._bio_words(text)
+        count = idf_state.doc_count if idf_state is not None and idf_state.has_counts else None
+        unseen = unseen_idf_value(lookup, count, "df0")
+        return np.asarray(spans, dtype=np.int64).reshape(-1, 2), word_tfidf_values(keys, valid, lookup, unseen)
+
+    def _bio_attention_windows(self, texts: Sequence[str], first_only: bool, batch_size: int):
+        """Attention bundle windows (not shared with the BIO graph): per text, (windows, attentions)."""
+        from .bio import overflow_windows, run_windows, window_tokenizer
+
+        bundle = self.bundle
+        if self._bio_window_tokenizer is None:
+            stride = min(self._bio().window_stride, bundle.max_length - 3)
+            self._bio_window_tokenizer = window_tokenizer(bundle, bundle.max_length, stride)
+        windows = overflow_windows(self._bio_window_tokenizer, texts)
+        if first_only:
+            windows = [w for w in windows if w.window_index == 0]
+        outputs = run_windows(bundle, windows, [bundle.output_name], batch_size)
+        grouped: list[tuple[list, list]] = [([], []) for _ in texts]
+        for window, output in zip(windows, outputs):
+            grouped[window.text_index][0].append(window)
+            grouped[window.text_index][1].append(output[bundle.output_name])
+        return grouped
+
+    def _bio_analyses(
+        self, texts: Sequence[str], bases: Sequence[str], positions: Sequence[int], compat: bool, batch_size: int
+    ):
+        """BIO spans and per-window token scores (``bases`` at ``positions``) of each text."""
+        from .bio_mode import BIOAnalysis, WindowTokens
+
+        bio = self._bio()
+        with_attention = bool(bases)
+        docs = bio.analyse_batch(texts, with_attention=with_attention and self._bio_shared)
+        if not with_attention:
+            return [BIOAnalysis(t, d.spans, [], []) for t, d in zip(texts, docs)]
+        if self._bio_shared:
+            sources = [(d.windows, d.attentions) for d in docs]
+        else:
+            sources = self._bio_attention_windows(texts, compat, batch_size)
+        analyses = []
+        for text, doc, (windows, attentions) in zip(texts, docs, sources):
+            if compat:  # 0.3.1 reads the first (truncated) window only
+                windows, attentions = windows[:1], attentions[:1]
+            tokens = []
+            for window, attention in zip(windows, attentions):
+                offsets = np.asarray(window.offsets, dtype=np.int64).reshape(-1, 2)
+                kept = kept_text_tokens(text, offsets, 0)
+                scores = {b: np.zeros((len(positions), int(kept.sum())), dtype=np.float32) for b in bases}
+                if kept.any():
+                    for row, p in enumerate(positions):
+                        A = np.ascontiguousarray(attention[p], dtype=np.float32)
+                        per_method = scoring.token_method_scores(A, causal=False, content_mask=kept, methods=bases)
+                        for b in bases:
+                            scores[b][row] = per_method[b][kept]
+                tokens.append(WindowTokens(offsets[kept], scores))
+            analyses.append(BIOAnalysis(text, doc.spans, tokens, list(positions)))
+        return analyses
+
+    def _extract_bio(
+        self,
+        texts: Sequence[str],
+        method: str,
+        base: str | None,
+        idf_lookup: Mapping[str, float] | IdfState | None,
+        lookup: Mapping[str, float] | None,
+        top_k: int,
+        batch_size: int,
+    ) -> list[list[tuple[str, float]]]:
+        """§4.8 (profile compat) or its fixed form (default); BIO-alone methods rank spans without attention."""
+        from .bio_mode import bio_span_scores, window_token_values
+        from .normalize import normalize_phrase
+
+        compat = self.profile == "compat"
+        cleaned = [self._clean_text(t) for t in texts]
+        results: list[list[tuple[str, float]]] = [[] for _ in texts]
+        todo = [i for i, t in enumerate(cleaned) if t.strip()]
+        docs: dict[int, _Document] = {}
+        if compat and base is not None:
+            # 0.3.1 builds the word candidates first and answers [] when there are none (§4.8 step 1).
+            for i in todo:
+                docs[i] = self._prepare_input(_Input(cleaned[i]), with_prefix=False)
+            todo = [i for i in todo if docs[i].candidates]
+        if not todo:
+            return results
+        positions, weights = self._bio_layers(base)
+        idf_state = idf_lookup if isinstance(idf_lookup, IdfState) else (self.idf if idf_lookup is None else None)
+        memo = self._bio_memo
+        if memo is not None and base is not None:
+            # The evaluation harness: every base method at every layer, computed once per document.
+            all_positions = list(range(len(self.bundle.exported_layers)))
+            missing = [i for i in dict.fromkeys(todo) if (cleaned[i], compat) not in memo]
+            for first in range(0, len(missing), batch_size):
+                chunk = missing[first : first + batch_size]
+                for i, analysis in zip(
+                    chunk, self._bio_analyses([cleaned[i] for i in chunk], scoring.BASE_METHODS, all_positions, compat, batch_size)
+                ):
+                    memo[(cleaned[i], compat)] = analysis
+            analyses = {i: memo[(cleaned[i], compat)] for i in todo}
+        else:
+            analyses = {}
+            for first in range(0, len(todo), batch_size):
+                chunk = todo[first : first + batch_size]
+                bases = [base] if base is not None else []
+                analyses.update(zip(chunk, self._bio_analyses([cleaned[i] for i in chunk], bases, positions, compat, batch_size)))
+        dedup = not compat and (self.dedup_nested or (self.dedup_nested_for_topk5 and top_k <= 5))
+        for i in todo:
+            analysis = analyses[i]
+            if not analysis.spans:
+                continue
+            span_texts = [piece for piece, _ in analysis.spans]
+            if method == "bio_confidence":
+                scores = np.asarray([conf for _, conf in analysis.spans], dtype=np.float64)
+            elif method == "bio_order":
+                scores = -np.arange(len(span_texts), dtype=np.float64)
+            else:
+                rows = [analysis.layer_positions.index(p) for p in positions]
+                word_spans = word_values = None
+                if lookup is not None:
+                    word_spans, word_values = self._bio_word_values(analysis.text, docs.get(i), lookup, idf_state)
+                values = window_token_values(analysis, base, rows, weights, word_spans, word_values)
+                scores = bio_span_scores(analysis, values, compat=compat)
+            # Stable: ties keep the BIO order (§4.8 step 5), whatever tie_break says.
+            results[i] = rank_candidates(
+                span_texts, [normalize_phrase(t) for t in span_texts], scores, top_k, dedup_nested=dedup, tie_break="earlier"
+            )
+        return results
 
     # ------------------------------------------------------------------ cache
     def _cache_config(self) -> dict:
@@ -864,6 +1113,9 @@ class KeyAttenExtractor:
         texts = _check_texts(texts)
         tags_batch = _check_pos_tags_batch(pos_tags_batch, len(texts))
         key_sets = []
+        if self.candidate_scoring == "bio" and self.profile == "default" and all(isinstance(t, str) for t in texts):
+            # The words whose IDF the default bio scoring looks up (_bio_word_values).
+            return [set(k for k, ok in zip(*self._bio_words(self._clean_text(t))[:2]) if ok) for t in texts]
         if self._routes_to_default_profile(texts):
             # Count the words the default profile reads, so every key it looks up can be found.
             default = self._default_profile()
@@ -971,6 +1223,31 @@ def _library_versions(language: str) -> dict:
 
     # nltk's Porter stemmer makes the phrase keys (dedup, counts, IDF); jieba segments Chinese.
     return {"nltk": get("nltk"), "jieba": get("jieba") if language == "zh" else None}
+
+
+# The BIO graph runs fp32: its int8 graph changes Viterbi paths too often (docs/bio.md).
+BIO_VARIANT = "fp32"
+_PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
+
+
+def _check_bio_model_path(path: Any) -> str | os.PathLike:
+    """A BIO bundle name or directory (checked to exist now, opened on first use)."""
+    if path is None:
+        raise InvalidArgumentError(
+            "candidate_scoring='bio' needs bio_model_path: a BIO bundle name (e.g. 'bio-minilm-en', "
+            "'bio-e5-small-zh') or directory"
+        )
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise InvalidArgumentError(f"bio_model_path must be a BIO bundle name or directory, got {path!r}")
+    if os.fspath(path).lower().endswith(_PICKLE_SUFFIXES):
+        raise InvalidArgumentError(
+            f"bio_model_path {os.fspath(path)!r} looks like a torch checkpoint; keyatten-lite loads no pickles. "
+            "Use a BIO bundle (`keyatten-lite models build` makes bio-minilm-en and bio-e5-small-zh)"
+        )
+    from .bundle import resolve_bundle_path
+
+    resolve_bundle_path(path)  # BundleNotFoundError with the build command when it is missing
+    return path
 
 
 def _check_int(name: str, value: Any) -> None:
