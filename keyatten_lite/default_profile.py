@@ -32,7 +32,7 @@ import numpy as np
 
 from . import scoring
 from .errors import InvalidArgumentError
-from .normalize import normalize_phrase
+from .normalize import joinable_word_key, normalize_phrase
 from .stopwords import ENGLISH_STOP_WORDS
 
 __all__ = [
@@ -226,6 +226,11 @@ def _allowed_end(word: str, tag: str | None, end_filter: str) -> bool:
     return True
 
 
+def _candidate_text(words: Sequence[str], start: int, end: int, joiner: str, language: str) -> str:
+    phrase = joiner.join(words[start:end]).strip()
+    return phrase.strip("- ") if language == "en" else phrase
+
+
 def build_candidate_set(
     words: Sequence[str],
     valid: np.ndarray,
@@ -241,11 +246,20 @@ def build_candidate_set(
     The text of a candidate is its first occurrence (words joined by a space in English, nothing in
     Chinese, as 0.3.1 joins them).
     """
-    valid = np.asarray(valid, dtype=bool)
     n = len(words)
-    if segments is None:
-        segments = np.zeros(n, dtype=np.int64)
+    valid_list = np.asarray(valid, dtype=bool).tolist()
+    segment_list = [0] * n if segments is None else np.asarray(segments).tolist()
     joiner = "" if language == "zh" else " "
+    # Keys of space-joined phrases are their words' keys joined (normalize.joinable_word_key): each
+    # distinct word is normalised once, not every n-gram occurrence. None: key the phrase whole.
+    memo: dict[str, str | None] = {}
+    word_keys: list[str | None] = [None] * n
+    if joiner == " ":
+        for i, w in enumerate(words):
+            if w not in memo:
+                memo[w] = joinable_word_key(w)
+            word_keys[i] = memo[w]
+    ends_ok = [_allowed_end(w, tags[i] if tags is not None else None, end_filter) for i, w in enumerate(words)]
     index: dict[str, int] = {}
     texts: list[str] = []
     keys: list[str] = []
@@ -255,24 +269,29 @@ def build_candidate_set(
     occ_s: list[int] = []
     occ_e: list[int] = []
     for start in range(n):
-        if not valid[start]:
+        if not valid_list[start]:
             continue
+        joined: str | None = ""  # the word keys of words[start:end] joined, while every one is joinable
         for end in range(start + 1, min(n, start + max_ngram) + 1):
             last = end - 1
-            if not valid[last] or segments[last] != segments[start]:
+            if not valid_list[last] or segment_list[last] != segment_list[start]:
                 break
-            if not _allowed_end(words[last], tags[last] if tags is not None else None, end_filter):
+            part = word_keys[last]
+            joined = joined + part if joined is not None and part is not None else None
+            if not ends_ok[last]:
                 continue
-            phrase = joiner.join(words[start:end]).strip()
-            if language == "en":
-                phrase = phrase.strip("- ")
-            key = normalize_phrase(phrase)
-            if not key:
-                continue
+            phrase = None
+            if joined is not None:
+                key = joined
+            else:
+                phrase = _candidate_text(words, start, end, joiner, language)
+                key = normalize_phrase(phrase)
+                if not key:
+                    continue
             c = index.get(key)
             if c is None:
                 c = index[key] = len(texts)
-                texts.append(phrase)
+                texts.append(phrase if phrase is not None else _candidate_text(words, start, end, joiner, language))
                 keys.append(key)
                 lengths.append(end - start)
                 firsts.append(start)

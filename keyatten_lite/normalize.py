@@ -11,11 +11,12 @@ import re
 import threading
 from functools import lru_cache
 
-__all__ = ["normalize_phrase", "stem"]
+__all__ = ["joinable_word_key", "normalize_phrase", "stem"]
 
 _CJK = re.compile("[\u4e00-\u9fff]")
 _WHITESPACE = re.compile(r"\s+")
 _ALNUM_RUN = re.compile("[a-z0-9]+")
+_ALNUM = re.compile("[a-z0-9]")
 
 _stemmer = None
 _stemmer_lock = threading.Lock()
@@ -60,3 +61,19 @@ def normalize_phrase(text: str) -> str:
         return _WHITESPACE.sub("", text)
     # The runs are ASCII, so str.isalpha() is exactly "letters only".
     return "".join(stem(run) if run.isalpha() else run for run in runs)
+
+
+def joinable_word_key(word: str) -> str | None:
+    """The key of ``word`` if the key of any space-joined phrase of such words is their keys
+    concatenated, else None.
+
+    Without a CJK ideograph a text's key is its ``[a-z0-9]+`` runs after lower-casing (alphabetic runs
+    stemmed), joined with nothing. A space ends a run and lower-casing maps one character at a time
+    (the one context rule, final sigma, yields no ASCII), so the runs of ``"w1 w2 ..."`` are the runs of
+    ``w1``, then ``w2``, ...; that holds for every word with at least one run and no CJK ideograph.
+    A phrase with any other word must be keyed whole with :func:`normalize_phrase`.
+    """
+    lowered = word.lower()
+    if _CJK.search(lowered) or not _ALNUM.search(lowered):
+        return None
+    return normalize_phrase(word) or None

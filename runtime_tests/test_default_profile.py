@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from keyatten_lite import default_profile as dp
 from keyatten_lite.errors import InvalidArgumentError
 from keyatten_lite.idf import IdfState
-from keyatten_lite.normalize import normalize_phrase
+from keyatten_lite.normalize import joinable_word_key, normalize_phrase
 
 
 def _bundle_or_skip(name: str):
@@ -79,6 +79,104 @@ def test_end_filter_drops_ly_ed_endings():
     kept = dp.build_candidate_set(words, valid, segments, "en", end_filter="ly-ed").texts
     assert "recently" not in kept and "recently proposed" not in kept
     assert "recently proposed methods" in kept and "methods" in kept
+
+
+# Keys of n-grams are built from per-word keys (normalize.joinable_word_key). The reference below is the
+# earlier builder, which keyed every n-gram occurrence whole with normalize_phrase: both must agree.
+def _reference_candidate_set(words, valid, segments, language, *, max_ngram=4, tags=None, end_filter="none"):
+    valid = np.asarray(valid, dtype=bool)
+    segments = np.zeros(len(words), dtype=np.int64) if segments is None else segments
+    joiner = "" if language == "zh" else " "
+    index, texts, keys, lengths, firsts, occurrences = {}, [], [], [], [], []
+    for start in range(len(words)):
+        if not valid[start]:
+            continue
+        for end in range(start + 1, min(len(words), start + max_ngram) + 1):
+            last = end - 1
+            if not valid[last] or segments[last] != segments[start]:
+                break
+            if not dp._allowed_end(words[last], tags[last] if tags is not None else None, end_filter):
+                continue
+            phrase = joiner.join(words[start:end]).strip()
+            if language == "en":
+                phrase = phrase.strip("- ")
+            key = normalize_phrase(phrase)
+            if not key:
+                continue
+            if key not in index:
+                index[key] = len(texts)
+                texts.append(phrase)
+                keys.append(key)
+                lengths.append(end - start)
+                firsts.append(start)
+            occurrences.append((index[key], start, end))
+    return texts, keys, lengths, firsts, occurrences
+
+
+def _as_reference(cands):
+    occurrences = list(zip(*(a.tolist() for a in (cands.occurrence_candidate, cands.occurrence_start, cands.occurrence_end))))
+    return cands.texts, cands.keys, cands.n_words.tolist(), cands.first_word.tolist(), occurrences
+
+
+# Hyphens, apostrophes (ASCII and ’), digits, underscores, case, accents, the Kelvin sign and dotted İ
+# (lower-case to ASCII letters), final sigma, full-width letters, CJK, words without any letter or digit.
+_TRICKY_WORDS = [
+    "Graph", "GRAPHS", "networks", "state-of-the-art", "3D-models", "user's", "users’", "O'Neil", "don't",
+    "x-ray", "2nd", "1990s", "COVID-19", "foo_bar", "_", "naïve", "Café", "Kelvin", "İstanbul", "ΣΟΦΟΣ",
+    "ＧＰＵ", "数据", "GPU加速", "models数据", "-", "--", "’", "", " ", "a", "s", "ly", "classified", "quickly",
+]
+_tricky_word = st.one_of(st.sampled_from(_TRICKY_WORDS), st.text(alphabet="aAsS9-'’_ İKΣ数é", max_size=6))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(_tricky_word, st.booleans(), st.integers(0, 2)), max_size=14),
+    st.sampled_from(["en", "zh"]),
+    st.sampled_from(["none", "ly-ed"]),
+    st.integers(1, 4),
+)
+def test_candidate_keys_equal_whole_phrase_keys(items, language, end_filter, max_ngram):
+    words = [w for w, _, _ in items]
+    valid = np.array([ok for _, ok, _ in items], dtype=bool)
+    segments = np.cumsum([step == 2 for _, _, step in items]).astype(np.int64)
+    args = dict(max_ngram=max_ngram, end_filter=end_filter)
+    built = dp.build_candidate_set(words, valid, segments, language, **args)
+    assert _as_reference(built) == _reference_candidate_set(words, valid, segments, language, **args)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "State-of-the-art 3D-models: the user's GRAPHS, users’ graphs and O'Neil's x-ray COVID-19 data (1990s).",
+        "Naïve Café networks classified quickly; Kelvin İstanbul ΣΟΦΟΣ models, ＧＰＵ kernels and GPU加速 models.",
+        "foo_bar graph__networks -- hyphen- -ated words’ end",
+    ],
+)
+def test_candidate_keys_equal_whole_phrase_keys_on_text(text):
+    words, _spans, segments = dp.english_words(text)
+    valid = dp.english_valid_mask(words)
+    for end_filter in ("none", "ly-ed"):
+        built = dp.build_candidate_set(words, valid, segments, "en", end_filter=end_filter)
+        assert _as_reference(built) == _reference_candidate_set(words, valid, segments, "en", end_filter=end_filter)
+
+
+def test_joinable_word_keys():
+    # Joinable words: the phrase key is the concatenation of the word keys.
+    for phrase in [("Graph", "networks"), ("state-of-the-art", "3D-models"), ("user's", "GRAPHS"), ("Kelvin", "İstanbul")]:
+        keys = [joinable_word_key(w) for w in phrase]
+        assert None not in keys
+        assert "".join(keys) == normalize_phrase(" ".join(phrase))
+    # Words that would break it: a CJK word switches the whole phrase to the CJK rule (no stemming), a
+    # word without a letter or digit is kept as text only when nothing else is.
+    assert normalize_phrase("models 数据") == "models数据" != normalize_phrase("models") + normalize_phrase("数据")
+    assert normalize_phrase("graph -") == "graph" != normalize_phrase("graph") + normalize_phrase("-")
+    for word in ["数据", "GPU加速", "-", "’", "", " ", "ＧＰＵ"]:
+        assert joinable_word_key(word) is None
+    # Chinese joins words with nothing, so "model" + "s" is one run there: never keyed per word.
+    zh = dp.build_candidate_set(["model", "s"], np.array([True, True]), None, "zh")
+    pairs = [(s, e) for s, e in zip(zh.occurrence_start.tolist(), zh.occurrence_end.tolist())]
+    both = zh.occurrence_candidate[pairs.index((0, 2))]
+    assert zh.keys[both] == normalize_phrase("models") == "model" != joinable_word_key("model") + joinable_word_key("s")
 
 
 def test_nested_contained_rule():
