@@ -570,6 +570,7 @@ class DefaultProfileExtractor:
         self._threads = intra_op_threads
         self._user_dict = user_dict
         self._config_override = config
+        self._config: DefaultProfileConfig | None = None
         self._layers_override = None if layers is None else [int(x) for x in layers]
         self._lock = threading.Lock()
         self._bundle = None
@@ -595,7 +596,9 @@ class DefaultProfileExtractor:
     def config(self) -> DefaultProfileConfig:
         if self._config_override is not None:
             return self._config_override
-        return config_for(self.bundle.name, self.language)
+        if self._config is None:  # read once: config_for parses the layers file, prepare() runs per document
+            self._config = config_for(self.bundle.name, self.language)
+        return self._config
 
     def layer_positions(self, method: str | None = None) -> list[int]:
         """Indices into the bundle's exported layers of the layers to average for base ``method``."""
