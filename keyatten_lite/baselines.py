@@ -27,6 +27,10 @@ SYSTEM_SPECS: dict[str, str] = {
     "lite-default:<bundle>:<method>[:int8]": "keyatten-lite's default profile (raw-text reading, windows, "
     "punctuation-bounded candidates, tuned layers and candidate scoring; keyatten_lite.default_profile); "
     "_idf methods fit IDF with the profile's own words on --idf-corpus or on the evaluated docs",
+    "lite-bio:<bio_bundle>:<method>[:compat]": "keyatten-lite candidate_scoring='bio': the BIO bundle's spans "
+    "(e.g. bio-minilm-en) ranked by an attention method of the default bundle of the language (one forward "
+    "pass when they share the backbone), or alone with bio_confidence / bio_order; default profile unless "
+    ":compat. Systems of one run share the forward passes (the first one's seconds include them)",
     "yake": "YAKE 0.7.3, n=3, top 15, on the raw text (lan en/zh)",
     "yake-jieba": "YAKE on jieba-segmented text (Chinese; words joined by spaces)",
     "tfidf": "English: TF-IDF over 1-3-grams inside punctuation- and stop-word-free runs; "
@@ -320,6 +324,53 @@ class LiteDefaultSystem(System):
                 "profile": "default"}
 
 
+# One bio-mode extractor per configuration for the whole process, with its analysis store on, so
+# that the lite-bio systems of one evaluation run the BIO graph once per document.
+_BIO_EXTRACTORS: dict[tuple, Any] = {}
+
+
+class LiteBioSystem(System):
+    """keyatten-lite with BIO candidates: ``lite-bio:<bio_bundle>:<method>[:compat]``."""
+
+    def __init__(self, spec: str, context: RunContext, bio_bundle: str, method: str, profile: str = "default") -> None:
+        super().__init__(spec, context)
+        self.bio_bundle, self.method, self.profile = bio_bundle, method, profile
+        self.uses_idf = method.endswith("_idf")
+
+    def check_available(self) -> None:
+        from .bio_mode import BIO_ALONE_METHODS
+        from .bundle import resolve_bundle_path
+        from .scoring import base_method
+
+        if self.method not in BIO_ALONE_METHODS:
+            base_method(self.method)  # an unknown method fails before any work
+        resolve_bundle_path(self.bio_bundle)
+
+    def predict(self, documents: Sequence[Document]) -> list[list[str]]:
+        from .extractor import KeyAttenExtractor
+
+        language = _single_language(documents)
+        key = (self.bio_bundle, language, self.profile, self.context.threads)
+        extractor = _BIO_EXTRACTORS.get(key)
+        if extractor is None:
+            extractor = KeyAttenExtractor(
+                language=language, candidate_scoring="bio", bio_model_path=self.bio_bundle, profile=self.profile,
+                intra_op_threads=self.context.threads,
+            )
+            extractor._bio_memo = {}
+            _BIO_EXTRACTORS.clear()  # one model set in memory at a time
+            _BIO_EXTRACTORS[key] = extractor
+        if self.uses_idf:
+            extractor.fit_idf(self.idf_texts(documents))
+        return extractor.extract_keywords_batch(
+            [d.text for d in documents], method=self.method, top_k=self.context.top_n, batch_size=self.context.batch_size
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "bio_bundle": self.bio_bundle, "method": self.method, "profile": self.profile,
+                "candidates": "BIO spans (candidate_scoring='bio')"}
+
+
 class TfidfCandidatesSystem(System):
     """keyatten-lite's word-mode candidates scored as keyatten scores them (mean of word scores over the
     candidate's words), with each word's TF-IDF (raw count x IDF of its key, IDF counted as ``fit_idf``
@@ -450,6 +501,13 @@ def build_system(spec: str, context: RunContext) -> System:
             variant = parts.pop()
         if len(parts) >= 2 and parts[-1]:
             return LiteDefaultSystem(spec, context, ":".join(parts[:-1]), parts[-1], variant)
+    if kind == "lite-bio" and rest:
+        parts = rest.split(":")
+        profile = "default"
+        if len(parts) >= 3 and parts[-1] in ("compat", "default"):
+            profile = parts.pop()
+        if len(parts) >= 2 and parts[-1]:
+            return LiteBioSystem(spec, context, ":".join(parts[:-1]), parts[-1], profile)
     if kind == "keyatten" and rest:
         model_dir, _, method = rest.rpartition(":")
         if model_dir and method:

@@ -352,7 +352,8 @@ def register(subparsers) -> None:
     ev = subparsers.add_parser(
         "eval", help="keyphrase quality (P/R/F1@k) of keyatten-lite and baselines on a dataset",
         description="Score systems on a keyphrase dataset (JSONL {id, lang, text, keywords} or a docsutf8/keys folder). "
-        "System specs: lite:<bundle>:<method>[:int8], yake, yake-jieba, tfidf, tfidf-cands[:<bundle>], "
+        "System specs: lite:<bundle>:<method>[:int8], lite-default:<bundle>:<method>[:int8], "
+        "lite-bio:<bio_bundle>:<method>[:compat], yake, yake-jieba, tfidf, tfidf-cands[:<bundle>], "
         "jieba-textrank, keyatten:<hf_model_dir>:<method>.",
     )
     ev.add_argument("dataset", help="JSONL file or folder with docsutf8/ and keys/")

@@ -893,7 +893,7 @@ class KeyAttenExtractor:
         positions, weights = self._bio_layers(base)
         idf_state = idf_lookup if isinstance(idf_lookup, IdfState) else (self.idf if idf_lookup is None else None)
         memo = self._bio_memo
-        if memo is not None and base is not None:
+        if memo is not None:
             # The evaluation harness: every base method at every layer, computed once per document.
             all_positions = list(range(len(self.bundle.exported_layers)))
             missing = [i for i in dict.fromkeys(todo) if (cleaned[i], compat) not in memo]

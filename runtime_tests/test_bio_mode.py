@@ -295,3 +295,29 @@ def test_trained_bundles_on_real_text(bio_name, attention, language, data):
         assert ranked == ex.extract_keywords(text, method="samrank_idf", top_k=10, with_scores=True)
     alone = ex.extract_keywords_batch(texts, method="bio_confidence", top_k=1000)
     assert all(set(p for p, _ in r) <= set(a) for r, a in zip(batch, alone))  # same candidates, other order
+
+
+def test_lite_bio_eval_systems_share_one_pass(tiny, monkeypatch, tmp_path):
+    from keyatten_lite.baselines import RunContext, build_system
+    from keyatten_lite.bundle import Bundle
+    from keyatten_lite.evaluate import Document
+
+    monkeypatch.setenv("KEYATTEN_LITE_HOME", str(tmp_path))  # no default bundle: the BIO graph's attention
+    system = build_system(f"lite-bio:{tiny['bio']}:samrank_idf:compat", RunContext())
+    assert (system.method, system.profile, system.uses_idf) == ("samrank_idf", "compat", True)
+    with pytest.raises(InvalidArgumentError):
+        build_system(f"lite-bio:{tiny['bio']}:nonsense", RunContext()).check_available()
+    docs = [Document(str(i), "en", text) for i, text in enumerate(TEXTS)]
+    calls = []
+    run_outputs = Bundle.run_outputs
+    monkeypatch.setattr(Bundle, "run_outputs", lambda self, *a, **k: calls.append(1) or run_outputs(self, *a, **k))
+    results = {}
+    for method in ("samrank_idf", "cls_attn", "bio_confidence"):
+        spec = build_system(f"lite-bio:{tiny['bio']}:{method}", RunContext(top_n=5))
+        spec.check_available()
+        results[method] = spec.predict(docs)
+    assert len(calls) == 1  # the BIO + attention pass ran once for all three systems (one batch)
+    ex = extractor(tiny)
+    ex.fit_idf(TEXTS)
+    for method, predicted in results.items():
+        assert predicted == ex.extract_keywords_batch(TEXTS, method=method, top_k=5)
