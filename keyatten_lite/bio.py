@@ -20,7 +20,7 @@ import numbers
 import os
 import threading
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -497,10 +497,21 @@ def overflow_windows(tokenizer, texts: Sequence[str]) -> list[_Window]:
     return windows
 
 
-def run_windows(bundle, windows: Sequence[_Window], names: Sequence[str], batch_size: int) -> list[dict[str, np.ndarray]]:
+def run_windows(
+    bundle,
+    windows: Sequence[_Window],
+    names: Sequence[str],
+    batch_size: int,
+    on_output: Callable[[int, dict[str, np.ndarray]], Any] | None = None,
+) -> list:
     """Graph outputs ``names`` for each window, cropped to its valid tokens; one session call per batch
-    of ``batch_size`` windows of similar length (attention ``[n_layers, n, n]``, emissions ``[n, 3]``)."""
-    results: list[dict[str, np.ndarray] | None] = [None] * len(windows)
+    of ``batch_size`` windows of similar length (attention ``[n_layers, n, n]``, emissions ``[n, 3]``).
+
+    ``on_output(window index, cropped outputs)``, when given, is called as each batch completes and its
+    return value is kept instead of the outputs: a long document's attention maps need not all be held
+    in memory at once (the crops are views of the batch's arrays).
+    """
+    results: list = [None] * len(windows)
     pad_id = bundle.pad_token_id if bundle.pad_token_id is not None else 0
     order = sorted(range(len(windows)), key=lambda i: len(windows[i].ids))  # less padding
     for first in range(0, len(order), batch_size):
@@ -519,8 +530,9 @@ def run_windows(bundle, windows: Sequence[_Window], names: Sequence[str], batch_
                 cropped[EMISSIONS_OUTPUT] = outputs[EMISSIONS_OUTPUT][row, :n]
             if bundle.output_name in outputs:
                 cropped[bundle.output_name] = outputs[bundle.output_name][:, row, :n, :n]
-            results[i] = cropped
-    return results  # type: ignore[return-value]
+            results[i] = cropped if on_output is None else on_output(i, cropped)
+        del outputs
+    return results
 
 
 def span_confidence(emissions: np.ndarray, start: int, end: int) -> float:
@@ -537,12 +549,13 @@ class BIODocument:
     ``spans``: ``(text, confidence)`` of the Viterbi spans over all windows, de-duplicated in lower case
     in first-occurrence order (the texts are ``extract_spans``'s), confidence the maximum of
     :func:`span_confidence` over the decoded occurrences. ``windows``: the overflow windows;
-    ``attentions``: each window's head-mean attention ``[n_layers, n, n]`` (None when not asked for).
+    ``attentions``: per window, its head-mean attention ``[n_layers, n, n]``, or what ``reduce`` made
+    of it (None when the attention was not asked for).
     """
 
     spans: list[tuple[str, float]]
     windows: list[_Window]
-    attentions: list[np.ndarray | None]
+    attentions: list[Any]
 
 
 class BIOExtractor:
@@ -614,8 +627,8 @@ class BIOExtractor:
     def _windows(self, texts: Sequence[str], stride: int) -> list[_Window]:
         return overflow_windows(self._tokenizer_for(stride), texts)
 
-    def _run_windows(self, windows: Sequence[_Window], names: Sequence[str]) -> list[dict[str, np.ndarray]]:
-        return run_windows(self.bundle, windows, names, self.batch_size)
+    def _run_windows(self, windows: Sequence[_Window], names: Sequence[str], on_output=None) -> list:
+        return run_windows(self.bundle, windows, names, self.batch_size, on_output)
 
     # -- Viterbi spans --------------------------------------------------------------------------
 
@@ -683,10 +696,17 @@ class BIOExtractor:
             n_windows=len(windows),
         )
 
-    def analyse_batch(self, texts: Sequence[str], *, with_attention: bool = True) -> list[BIODocument]:
+    def analyse_batch(
+        self,
+        texts: Sequence[str],
+        *,
+        with_attention: bool = True,
+        reduce: Callable[[str, _Window, np.ndarray], Any] | None = None,
+    ) -> list[BIODocument]:
         """Scored Viterbi spans and (``with_attention``) every window's attention from the same forward
-        passes, for the bio candidate mode of :class:`keyatten_lite.KeyAttenExtractor`. Blank texts give
-        an empty document (no windows)."""
+        passes, for the bio candidate mode of :class:`keyatten_lite.KeyAttenExtractor`. ``reduce(text,
+        window, attention)`` replaces each window's attention by what it returns, as soon as its batch
+        is done (memory stays bounded on long texts). Blank texts give an empty document (no windows)."""
         texts = _check_texts(texts)
         results = [BIODocument([], [], []) for _ in texts]
         live = [i for i, text in enumerate(texts) if text.strip()]
@@ -694,7 +714,18 @@ class BIOExtractor:
             return results
         names = [EMISSIONS_OUTPUT] + ([self.bundle.output_name] if with_attention else [])
         windows = self._windows([texts[i] for i in live], self.window_stride)
-        outputs = self._run_windows(windows, names)
+
+        def keep(index: int, cropped: dict[str, np.ndarray]) -> dict[str, Any]:
+            kept: dict[str, Any] = {EMISSIONS_OUTPUT: np.array(cropped[EMISSIONS_OUTPUT])}
+            attention = cropped.get(self.bundle.output_name)
+            if attention is not None:
+                window = windows[index]
+                kept[self.bundle.output_name] = (
+                    reduce(texts[live[window.text_index]], window, attention) if reduce is not None else np.array(attention)
+                )
+            return kept
+
+        outputs = self._run_windows(windows, names, keep)
         for slot, text_index in enumerate(live):
             mine = [(w, o) for w, o in zip(windows, outputs) if w.text_index == slot]
             own_windows = [w for w, _ in mine]

@@ -812,8 +812,9 @@ class KeyAttenExtractor:
         unseen = unseen_idf_value(lookup, count, "df0")
         return np.asarray(spans, dtype=np.int64).reshape(-1, 2), word_tfidf_values(keys, valid, lookup, unseen)
 
-    def _bio_attention_windows(self, texts: Sequence[str], first_only: bool, batch_size: int):
-        """Attention bundle windows (not shared with the BIO graph): per text, (windows, attentions)."""
+    def _bio_attention_windows(self, texts: Sequence[str], first_only: bool, batch_size: int, reduce) -> list[list]:
+        """Attention bundle windows (not shared with the BIO graph): per text, ``reduce(text, window,
+        attention)`` of each window read."""
         from .bio import overflow_windows, run_windows, window_tokenizer
 
         bundle = self.bundle
@@ -823,11 +824,13 @@ class KeyAttenExtractor:
         windows = overflow_windows(self._bio_window_tokenizer, texts)
         if first_only:
             windows = [w for w in windows if w.window_index == 0]
-        outputs = run_windows(bundle, windows, [bundle.output_name], batch_size)
-        grouped: list[tuple[list, list]] = [([], []) for _ in texts]
-        for window, output in zip(windows, outputs):
-            grouped[window.text_index][0].append(window)
-            grouped[window.text_index][1].append(output[bundle.output_name])
+        reduced = run_windows(
+            bundle, windows, [bundle.output_name], batch_size,
+            lambda i, out: reduce(texts[windows[i].text_index], windows[i], out[bundle.output_name]),
+        )
+        grouped: list[list] = [[] for _ in texts]
+        for window, value in zip(windows, reduced):
+            grouped[window.text_index].append(value)
         return grouped
 
     def _bio_analyses(
@@ -836,33 +839,34 @@ class KeyAttenExtractor:
         """BIO spans and per-window token scores (``bases`` at ``positions``) of each text."""
         from .bio_mode import BIOAnalysis, WindowTokens
 
+        def window_tokens(text: str, window, attention: np.ndarray):
+            if compat and window.window_index > 0:  # 0.3.1 reads the first (truncated) window only
+                return None
+            offsets = np.asarray(window.offsets, dtype=np.int64).reshape(-1, 2)
+            kept = kept_text_tokens(text, offsets, 0)
+            scores = {b: np.zeros((len(positions), int(kept.sum())), dtype=np.float32) for b in bases}
+            if kept.any():
+                for row, p in enumerate(positions):
+                    A = np.ascontiguousarray(attention[p], dtype=np.float32)
+                    per_method = scoring.token_method_scores(A, causal=False, content_mask=kept, methods=bases)
+                    for b in bases:
+                        scores[b][row] = per_method[b][kept]
+            return WindowTokens(offsets[kept], scores)
+
         bio = self._bio()
         with_attention = bool(bases)
-        docs = bio.analyse_batch(texts, with_attention=with_attention and self._bio_shared)
+        shared = with_attention and self._bio_shared
+        docs = bio.analyse_batch(texts, with_attention=shared, reduce=window_tokens if shared else None)
         if not with_attention:
             return [BIOAnalysis(t, d.spans, [], []) for t, d in zip(texts, docs)]
-        if self._bio_shared:
-            sources = [(d.windows, d.attentions) for d in docs]
+        if shared:
+            per_text = [d.attentions for d in docs]
         else:
-            sources = self._bio_attention_windows(texts, compat, batch_size)
-        analyses = []
-        for text, doc, (windows, attentions) in zip(texts, docs, sources):
-            if compat:  # 0.3.1 reads the first (truncated) window only
-                windows, attentions = windows[:1], attentions[:1]
-            tokens = []
-            for window, attention in zip(windows, attentions):
-                offsets = np.asarray(window.offsets, dtype=np.int64).reshape(-1, 2)
-                kept = kept_text_tokens(text, offsets, 0)
-                scores = {b: np.zeros((len(positions), int(kept.sum())), dtype=np.float32) for b in bases}
-                if kept.any():
-                    for row, p in enumerate(positions):
-                        A = np.ascontiguousarray(attention[p], dtype=np.float32)
-                        per_method = scoring.token_method_scores(A, causal=False, content_mask=kept, methods=bases)
-                        for b in bases:
-                            scores[b][row] = per_method[b][kept]
-                tokens.append(WindowTokens(offsets[kept], scores))
-            analyses.append(BIOAnalysis(text, doc.spans, tokens, list(positions)))
-        return analyses
+            per_text = self._bio_attention_windows(texts, compat, batch_size, window_tokens)
+        return [
+            BIOAnalysis(text, doc.spans, [w for w in tokens if w is not None], list(positions))
+            for text, doc, tokens in zip(texts, docs, per_text)
+        ]
 
     def _extract_bio(
         self,
