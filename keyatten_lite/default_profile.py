@@ -61,7 +61,8 @@ LAYERS_FILE = Path(__file__).with_name("default_profile_layers.json")
 class DefaultProfileConfig:
     """Every tuned constant of the default profile (values per bundle in ``BUNDLE_CONFIGS``).
 
-    The candidate score is ``A · I^idf_power · (1 + first_word)^-position_power · n_words^length_power``
+    The candidate score is ``A · I^idf_power · (1 + first_word / position_scale)^-position_power ·
+    n_words^length_power``
     where ``A = mean occurrence attention · occurrences^frequency_power`` and ``I`` the mean IDF of the
     candidate's words (1 without IDF).
     """
@@ -73,6 +74,9 @@ class DefaultProfileConfig:
     frequency_power: float = 1.0
     idf_power: float = 1.0
     position_power: float = 0.0
+    # Words of text per unit of position. With a scale of a few hundred words the prior barely moves a
+    # 150-word abstract and ranks a full paper's title/abstract/introduction terms above its body's.
+    position_scale: float = 1.0
     length_power: float = 0.0
     nested: str = "none"  # none | substring (drop keys inside/around a taken key) | contained
     unseen_idf: str = "df0"  # df0: ln(N+1)+1 (an IdfState knows N) | max: the largest seen IDF | zero: as 0.3.1
@@ -96,6 +100,8 @@ class DefaultProfileConfig:
             raise InvalidArgumentError(f"stride_fraction must lie in (0, 1], got {self.stride_fraction}")
         if self.window is not None and self.window < 8:
             raise InvalidArgumentError(f"window must be >= 8 tokens, got {self.window}")
+        if not self.position_scale > 0:
+            raise InvalidArgumentError(f"position_scale must be > 0, got {self.position_scale}")
         if self.windows_per_batch < 1:
             raise InvalidArgumentError("windows_per_batch must be >= 1")
 
@@ -103,8 +109,8 @@ class DefaultProfileConfig:
 # Chosen on the dev sets (docs/results/quality.md). Layers live in default_profile_layers.json.
 BUNDLE_CONFIGS: dict[str, DefaultProfileConfig] = {
     "minilm-l6-en": DefaultProfileConfig(
-        token_to_word="max", frequency_power=1.0, idf_power=1.0, length_power=1.0,
-        nested="contained", end_filter="ly-ed",
+        token_to_word="max", frequency_power=0.5, idf_power=1.0, length_power=1.0,
+        position_power=0.5, position_scale=400.0, nested="contained", end_filter="ly-ed",
     ),
     "e5-small-multi": DefaultProfileConfig(
         token_to_word="mean", frequency_power=1.0, idf_power=1.0, length_power=0.0,
@@ -490,7 +496,7 @@ def score_candidates(
         ends = starts + cands.n_words
         mean_idf = (idf_prefix[ends] - idf_prefix[starts]) / cands.n_words
         log_score += config.idf_power * np.log(mean_idf + tiny)
-    log_score -= config.position_power * np.log1p(cands.first_word.astype(np.float64))
+    log_score -= config.position_power * np.log1p(cands.first_word.astype(np.float64) / config.position_scale)
     log_score += config.length_power * np.log(cands.n_words.astype(np.float64))
     return log_score
 

@@ -299,6 +299,23 @@ def test_unseen_words_are_not_wiped_out():
     assert scores[cands.keys.index(normalize_phrase("quasicrystal"))] > scores[cands.keys.index("graph")]
 
 
+def test_position_prior_in_units_of_position_scale():
+    # "alpha" first at word 0; "omega" first at word 400 (399 filler words "x" are invalid: 1 character).
+    words = ["alpha"] + ["x"] * 399 + ["omega"]
+    valid = dp.english_valid_mask(words)
+    cands = dp.build_candidate_set(words, valid, None, "en")
+    word_scores = np.ones(len(words))
+    flat = dp.score_candidates(cands, word_scores, None, dp.DefaultProfileConfig())
+    prior = dp.score_candidates(cands, word_scores, None,
+                                dp.DefaultProfileConfig(position_power=0.5, position_scale=400.0))
+    a, o = cands.keys.index("alpha"), cands.keys.index("omega")
+    assert flat[a] == pytest.approx(flat[o])
+    assert prior[a] == pytest.approx(flat[a])  # log(1 + 0/400) = 0
+    assert prior[o] == pytest.approx(flat[o] - 0.5 * math.log(2.0))  # 400 words = one unit
+    with pytest.raises(InvalidArgumentError, match="position_scale"):
+        dp.DefaultProfileConfig(position_scale=0.0)
+
+
 def test_idf_method_needs_idf_and_bad_arguments_fail():
     ex = dp.DefaultProfileExtractor("minilm-l6-en", "en")
     with pytest.raises(InvalidArgumentError):
