@@ -65,6 +65,14 @@ def pad_encodings(encodings, *, pad_id: int, padding_side: str) -> EncodedBatch:
     return EncodedBatch(input_ids, attention_mask, word_ids, lengths, padding_side)
 
 
+# Upper bound on batch × seq² per forward pass (one 512-token document, or 16 of 128 tokens). The graph's
+# working memory grows with it (about 600 bytes per cell for e5-small: 12 layers of maps plus the
+# softmax intermediates), and small batches of long inputs run no slower: on 80 CSL documents with
+# e5-small fp32, 2 threads, a cap of 8 × 512² gave 6.1–6.8 docs/s at 3.0 GB peak RSS, 512² gave
+# 8.5–8.6 docs/s at 1.7 GB.
+MAX_BATCH_CELLS = 512 * 512
+
+
 def length_sorted_batches(lengths: Sequence[int], batch_size: int, max_cells: int) -> list[list[int]]:
     """Group document indices into batches of similar token length.
 

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from . import scoring
+from .align import MAX_BATCH_CELLS, length_sorted_batches
 from .errors import InvalidArgumentError
 from .normalize import joinable_word_key, normalize_phrase
 from .stopwords import ENGLISH_STOP_WORDS
@@ -83,7 +84,7 @@ class DefaultProfileConfig:
     end_filter: str = "none"  # en: none | ly-ed (no candidate ending in -ly/-ed words); zh: none | no-v
     window: int | None = None  # tokens per pass incl. specials; None: the bundle's max_length
     stride_fraction: float = 0.75  # step between windows as a fraction of the window's content tokens
-    windows_per_batch: int = 8
+    windows_per_batch: int = 16  # at most; batches are also bounded by align.MAX_BATCH_CELLS
 
     def __post_init__(self) -> None:
         if self.token_to_word not in ("mean", "max", "sum"):
@@ -342,7 +343,8 @@ def token_scores_for_texts(
     *,
     window: int | None = None,
     stride_fraction: float = 0.75,
-    windows_per_batch: int = 8,
+    windows_per_batch: int = 16,
+    max_batch_cells: int | None = None,
     tokenizer=None,
 ) -> list[TokenScores]:
     """Run the graph on the raw texts in windows and score every token with each base method.
@@ -383,8 +385,11 @@ def token_scores_for_texts(
         jobs.extend((d, s, min(n, s + content_window)) for s in starts)
 
     jobs.sort(key=lambda j: (j[2] - j[1], j[0], j[1]))
-    for b0 in range(0, len(jobs), windows_per_batch):
-        group = jobs[b0 : b0 + windows_per_batch]
+    groups = length_sorted_batches(
+        [stop - start + 2 for _, start, stop in jobs], windows_per_batch, max_batch_cells or MAX_BATCH_CELLS
+    )
+    for group_indices in groups:
+        group = [jobs[i] for i in group_indices]
         seq = max(stop - start for _, start, stop in group) + 2
         input_ids = np.full((len(group), seq), pad_id, dtype=np.int64)
         mask = np.zeros((len(group), seq), dtype=np.int64)

@@ -21,6 +21,7 @@ import numpy as np
 
 from . import scoring
 from .align import (
+    MAX_BATCH_CELLS,
     EncodedBatch,
     configured_tokenizer,
     crop_attention,
@@ -54,9 +55,6 @@ CANDIDATE_MODES = ("word", "token_span", "bio")
 # "default": the better-ranking pipeline of default_profile.py (docs/results/quality.md);
 # "compat": keyatten 0.3.1's results, identical where 0.3.1 is right (docs/results/parity.md).
 PROFILES = ("default", "compat")
-# Upper bound on batch × seq² per forward pass: one exported layer's attention for 8 documents of
-# 512 tokens. Keeps a batch of long documents from taking gigabytes on small machines.
-MAX_BATCH_CELLS = 8 * 512 * 512
 
 TextInput = Union[str, Sequence[str]]
 Keywords = Union[list[str], list[tuple[str, float]]]
