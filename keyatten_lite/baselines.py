@@ -56,6 +56,9 @@ class RunContext:
     top_n: int = DEFAULT_TOP_N
     extractor_factory: Callable[..., Any] | None = None
     notes: list[str] = field(default_factory=list)
+    # Work that several systems of one run share (e.g. one forward pass for every default-profile method
+    # on a bundle), keyed by the systems that fill it.
+    shared: dict[Any, Any] = field(default_factory=dict)
 
 
 class System:
@@ -292,12 +295,22 @@ class LiteSystem(System):
 
 
 class LiteDefaultSystem(System):
-    """keyatten-lite's default profile: ``lite-default:<bundle>:<method>[:int8]``."""
+    """keyatten-lite's default profile: ``lite-default:<bundle>:<method>[:int8]``.
+
+    Every ``lite-default`` system on the same bundle and variant in one run shares a single pass over
+    the documents (``DefaultProfileExtractor.extract_keywords_methods``): the first one to run computes
+    all their rankings, so its ``seconds`` hold the model time of all of them and the others' only a lookup.
+    """
 
     def __init__(self, spec: str, context: RunContext, bundle: str, method: str, variant: str = "fp32") -> None:
         super().__init__(spec, context)
         self.bundle, self.method, self.variant = bundle, method, variant
         self.uses_idf = method.endswith("_idf")
+        context.shared.setdefault(self._siblings_key, []).append(method)
+
+    @property
+    def _siblings_key(self) -> tuple:
+        return ("lite-default methods", self.bundle, self.variant)
 
     def check_available(self) -> None:
         from .scoring import base_method
@@ -308,25 +321,28 @@ class LiteDefaultSystem(System):
         resolve_bundle_path(self.bundle)
 
     def predict(self, documents: Sequence[Document]) -> list[list[str]]:
-        from .default_profile import DefaultProfileExtractor
+        idf_texts = self.idf_texts(documents)  # also marks the label transductive or not
+        key = ("lite-default rankings", self.bundle, self.variant, tuple(d.id for d in documents),
+               self.context.top_n, id(self.context.idf_texts))
+        rankings = self.context.shared.get(key)
+        if rankings is None or self.method not in rankings:
+            from .default_profile import DefaultProfileExtractor
 
-        language = _single_language(documents)
-        extractor = DefaultProfileExtractor(
-            self.bundle, language, intra_op_threads=self.context.threads, variant=self.variant
-        )
-        idf = extractor.fit_idf(self.idf_texts(documents)) if self.uses_idf else None
-        return extractor.extract_keywords_batch(
-            [d.text for d in documents], self.method, self.context.top_n, idf, with_scores=False
-        )
+            language = _single_language(documents)
+            extractor = DefaultProfileExtractor(
+                self.bundle, language, intra_op_threads=self.context.threads, variant=self.variant
+            )
+            methods = list(dict.fromkeys(self.context.shared.get(self._siblings_key, [self.method])))
+            idf = extractor.fit_idf(idf_texts) if any(m.endswith("_idf") for m in methods) else None
+            rankings = extractor.extract_keywords_methods(
+                [d.text for d in documents], methods, self.context.top_n, idf, with_scores=False
+            )
+            self.context.shared[key] = rankings
+        return rankings[self.method]
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "bundle": self.bundle, "method": self.method, "variant": self.variant,
                 "profile": "default"}
-
-
-# One bio-mode extractor per configuration for the whole process, with its analysis store on, so
-# that the lite-bio systems of one evaluation run the BIO graph once per document.
-_BIO_EXTRACTORS: dict[tuple, Any] = {}
 
 
 class LiteBioSystem(System):

@@ -684,37 +684,63 @@ class DefaultProfileExtractor:
         with_scores: bool = True,
     ) -> list[list]:
         """Top ``top_k`` keywords per document; ``_idf`` methods need ``idf`` (IdfState or lookup)."""
-        base, uses_idf = scoring.base_method(method)
+        return self.extract_keywords_methods(texts, [method], top_k, idf, with_scores=with_scores)[method]
+
+    def extract_keywords_methods(
+        self,
+        texts: Sequence[str],
+        methods: Sequence[str],
+        top_k: int = 10,
+        idf=None,
+        *,
+        with_scores: bool = True,
+    ) -> dict[str, list[list]]:
+        """``{method: top keywords per document}`` for several methods from one pass over the documents.
+
+        The graph runs once per window for all methods (each base method's token scores over the union
+        of the layers they read); only scoring and ranking run per method.
+        """
+        if isinstance(methods, str) or not methods:
+            raise InvalidArgumentError("methods must be a non-empty list of method names")
+        bases = {m: scoring.base_method(m) for m in methods}
         if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
             raise InvalidArgumentError(f"top_k must be an int >= 1, got {top_k!r}")
         if isinstance(texts, str):
             raise InvalidArgumentError("texts must be a list of documents")
         texts = list(texts)
-        if uses_idf and idf is None:
-            raise InvalidArgumentError(f"{method!r} needs IDF statistics: pass idf= (an IdfState or a lookup)")
-        lookup, unseen = self._idf(idf) if uses_idf else (None, 0.0)
+        needs_idf = [m for m, (_, uses_idf) in bases.items() if uses_idf]
+        if needs_idf and idf is None:
+            raise InvalidArgumentError(f"{needs_idf[0]!r} needs IDF statistics: pass idf= (an IdfState or a lookup)")
+        lookup, unseen = self._idf(idf) if needs_idf else (None, 0.0)
         cfg = self.config
         prepared = [self.prepare(t) for t in texts]
         todo = [i for i, p in enumerate(prepared) if len(p.candidates)]
+        base_names = list(dict.fromkeys(base for base, _ in bases.values()))
+        positions = {base: self.layer_positions(base) for base in base_names}
+        union = sorted({p for ps in positions.values() for p in ps})
+        rows = {base: [union.index(p) for p in ps] for base, ps in positions.items()}
         token_scores = token_scores_for_texts(
             self.bundle,
             [texts[i] for i in todo],
-            [base],
-            self.layer_positions(base),
+            base_names,
+            union,
             window=cfg.window,
             stride_fraction=cfg.stride_fraction,
             windows_per_batch=cfg.windows_per_batch,
         ) if todo else []
-        results: list[list] = [[] for _ in texts]
-        for i, ts in zip(todo, token_scores):
-            p = prepared[i]
-            per_token = ts.scores[base].mean(axis=0)
-            words = word_scores_from_token_offsets(p.spans, ts.offsets, per_token, cfg.token_to_word, ts.alignable)
-            word_idf = idf_values(p.words, p.valid, lookup, unseen) if lookup is not None else None
-            scores = score_candidates(p.candidates, words, word_idf, cfg)
-            ranked = rank_candidate_set(p.candidates, scores, int(top_k), cfg.nested)
-            results[i] = ranked if with_scores else [t for t, _ in ranked]
-        return results
+        word_idf = {i: idf_values(prepared[i].words, prepared[i].valid, lookup, unseen) for i in todo} if lookup is not None else {}
+        out: dict[str, list[list]] = {}
+        for method, (base, uses_idf) in bases.items():
+            results: list[list] = [[] for _ in texts]
+            for i, ts in zip(todo, token_scores):
+                p = prepared[i]
+                per_token = ts.scores[base][rows[base]].mean(axis=0)
+                words = word_scores_from_token_offsets(p.spans, ts.offsets, per_token, cfg.token_to_word, ts.alignable)
+                scores = score_candidates(p.candidates, words, word_idf[i] if uses_idf else None, cfg)
+                ranked = rank_candidate_set(p.candidates, scores, int(top_k), cfg.nested)
+                results[i] = ranked if with_scores else [t for t, _ in ranked]
+            out[method] = results
+        return out
 
     def extract_keywords(self, text: str, method: str = "samrank_idf", top_k: int = 10, idf=None, *, with_scores: bool = True):
         return self.extract_keywords_batch([text], method, top_k, idf, with_scores=with_scores)[0]

@@ -348,6 +348,30 @@ def test_deterministic_and_batch_equals_single():
         assert np.allclose([s for _, s in single], [s for _, s in batched], atol=1e-5)
 
 
+def test_several_methods_from_one_pass_equal_one_method_at_a_time(monkeypatch):
+    _bundle_or_skip("minilm-l6-en")
+    ex = dp.DefaultProfileExtractor("minilm-l6-en", "en", intra_op_threads=1)
+    texts = [
+        "Graph neural networks learn graph data. Graph neural networks scale to large graphs.",
+        "Keyphrase extraction ranks candidate phrases; attention weights score each candidate phrase.",
+    ]
+    idf = ex.fit_idf(texts)
+    methods = ["samrank_idf", "cls_attn", "received_attn_idf", "fusion_attn"]  # bases read different layers
+    one_at_a_time = {m: ex.extract_keywords_batch(texts, m, 8, idf) for m in methods}
+    passes = []
+    real_run = ex.bundle.run_attention
+    monkeypatch.setattr(ex.bundle, "run_attention", lambda *a, **k: passes.append(1) or real_run(*a, **k))
+    together = ex.extract_keywords_methods(texts, methods, 8, idf)
+    assert len(passes) == 1  # both documents, all four methods, one forward pass
+    for m in methods:
+        assert len(together[m]) == len(texts)
+        for got, want in zip(together[m], one_at_a_time[m]):
+            assert [p for p, _ in got] == [p for p, _ in want]
+            assert np.allclose([s for _, s in got], [s for _, s in want], atol=1e-6)
+    with pytest.raises(InvalidArgumentError, match="IDF"):
+        ex.extract_keywords_methods(texts, ["cls_attn", "samrank_idf"], 5)
+
+
 def test_chinese_default_profile_runs():
     _bundle_or_skip("e5-small-multi")
     ex = dp.DefaultProfileExtractor("e5-small-multi", "zh", intra_op_threads=1)

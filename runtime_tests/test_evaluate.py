@@ -458,3 +458,34 @@ def test_unavailable_system_is_skipped_and_missing_bundle_fails_first(monkeypatc
     with pytest.raises(BundleNotFoundError):
         run_evaluation(documents, ["tfidf", f"lite:{tmp_path / 'absent'}:cls_attn"], log=lambda m: None)
     assert calls == []  # nothing ran before the bad bundle was reported
+
+
+def test_default_profile_systems_share_one_pass(monkeypatch):
+    """Several lite-default methods on one bundle: one extractor pass computes them all, each system
+    gets its own method's rankings, and the IDF label is still right."""
+    from keyatten_lite import baselines, default_profile
+
+    calls = []
+
+    class FakeExtractor:
+        def __init__(self, bundle, language, **kwargs):
+            self.bundle = bundle
+
+        def fit_idf(self, texts):
+            return {"fitted_on": len(texts)}
+
+        def extract_keywords_methods(self, texts, methods, top_k, idf, with_scores=True):
+            calls.append((tuple(methods), idf))
+            return {m: [[f"{m}-{i}"] for i in range(len(texts))] for m in methods}
+
+    monkeypatch.setattr(default_profile, "DefaultProfileExtractor", FakeExtractor)
+    context = baselines.RunContext()
+    specs = ["lite-default:b:samrank_idf", "lite-default:b:cls_attn", "lite-default:b:cls_attn:int8"]
+    systems = [baselines.build_system(s, context) for s in specs]
+    documents = [doc([], "text one", id="1"), doc([], "text two", id="2")]
+    outputs = [system.predict(documents) for system in systems]
+    assert outputs[0] == [["samrank_idf-0"], ["samrank_idf-1"]]
+    assert outputs[1] == [["cls_attn-0"], ["cls_attn-1"]] and outputs[2] == outputs[1]
+    # fp32: one pass for both methods with IDF fitted on the documents; int8 is another bundle variant
+    assert calls == [(("samrank_idf", "cls_attn"), {"fitted_on": 2}), (("cls_attn",), None)]
+    assert systems[0].label.endswith("(transductive idf)") and systems[1].label == "lite-default:b:cls_attn"
