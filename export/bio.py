@@ -3,7 +3,8 @@
 Model (keyatten 0.3.1 §7.1): the recipe's encoder, frozen; ``Linear(hidden, 3)`` emissions over the
 last hidden state (tags B=0, I=1, O=2); a linear-chain CRF (start, end, transitions from -> to) with
 no hard constraints. Only the head and the CRF are trained: the last hidden states of the training
-documents are computed once (max_length 512, one window) and cached, then Adam runs a few epochs.
+documents are computed once (max_length 512, one window; on onnxruntime from a scratch export of the
+backbone, or on torch) and cached in memory, then Adam runs a few epochs on one torch thread.
 
 Labels: the gold keywords found in the text (case-insensitive; whitespace inside a keyword matches any
 whitespace run; an ASCII letter or digit at a keyword's edge must not continue a word), every
@@ -295,12 +296,74 @@ class EncodedDoc:
     gold: list[str]
 
 
+def torch_hidden_states(model) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """``(input_ids, attention_mask) -> last hidden state [B, S, H]`` with the torch model."""
+    import torch
+
+    accepts_types = getattr(model.config, "type_vocab_size", 0)
+
+    def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        kwargs = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask)}
+        if accepts_types:
+            kwargs["token_type_ids"] = torch.zeros_like(kwargs["input_ids"])
+        with torch.inference_mode():
+            return model(**kwargs).last_hidden_state.numpy()
+
+    return run
+
+
+def onnx_hidden_states(model, work_dir: Path, threads: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The same function on onnxruntime: the backbone is exported once (a few seconds) to a scratch
+    graph that returns the last hidden state; onnxruntime then encodes the training documents about
+    twice as fast as torch eager on 2 cores (docs/bio.md)."""
+    import inspect
+
+    import torch
+
+    from .encoder import INPUT_NAMES, OPSET, _quiet_transformers
+
+    type_vocab = getattr(model.config, "type_vocab_size", 0) or 0
+    zero_types = bool(type_vocab > 0 and "token_type_ids" in inspect.signature(model.forward).parameters)
+
+    class Hidden(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask):
+            kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+            if zero_types:
+                kwargs["token_type_ids"] = torch.zeros_like(input_ids)
+            return self.model(**kwargs, return_dict=True).last_hidden_state
+
+    path = Path(work_dir) / "features.onnx"
+    ids = torch.ones((2, 16), dtype=torch.int64)
+    mask = torch.ones((2, 16), dtype=torch.int64)
+    mask[1, 8:] = 0
+    axes = {0: "batch", 1: "seq"}
+    with _quiet_transformers(), torch.no_grad():
+        torch.onnx.export(
+            Hidden().eval(), (ids, mask), str(path), dynamo=False, opset_version=OPSET,
+            input_names=list(INPUT_NAMES), output_names=["hidden"],
+            dynamic_axes={"input_ids": axes, "attention_mask": axes, "hidden": axes}, do_constant_folding=True,
+        )
+    session = verify.onnx_session(path, threads=threads)
+
+    def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        (hidden,) = session.run(["hidden"], {"input_ids": input_ids, "attention_mask": attention_mask})
+        return np.asarray(hidden, dtype=np.float32)
+
+    return run
+
+
 def encode_documents(
     model, tokenizer_path: Path, docs: Sequence[Mapping[str, Any]], max_length: int, batch_size: int = 8,
-    log: Callable[[str], None] | None = None,
+    log: Callable[[str], None] | None = None, hidden_states: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> list[EncodedDoc]:
-    """Last hidden states (one window of ``max_length``), offsets and labels of each document."""
-    import torch
+    """Last hidden states (one window of ``max_length``), offsets and labels of each document.
+
+    ``hidden_states`` computes the features of a padded batch (default: the torch ``model``).
+    """
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
@@ -310,30 +373,26 @@ def encode_documents(
     pad_id = 0
     out: list[EncodedDoc | None] = [None] * len(docs)
     order = sorted(range(len(docs)), key=lambda i: len(encodings[i].ids))
-    accepts_types = getattr(model.config, "type_vocab_size", 0)
+    run = hidden_states or torch_hidden_states(model)
     started = time.perf_counter()
-    with torch.no_grad():
-        for first in range(0, len(order), batch_size):
-            chunk = order[first : first + batch_size]
-            input_ids, attention_mask = verify.pad_batch([encodings[i].ids for i in chunk], pad_id)
-            kwargs = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask)}
-            if accepts_types:
-                kwargs["token_type_ids"] = torch.zeros_like(kwargs["input_ids"])
-            hidden = model(**kwargs).last_hidden_state.numpy()
-            for row, i in enumerate(chunk):
-                n = len(encodings[i].ids)
-                offsets = [(int(a), int(b)) for a, b in encodings[i].offsets]
-                text = docs[i]["text"]
-                keywords = list(docs[i].get("keywords") or [])
-                out[i] = EncodedDoc(
-                    hidden=hidden[row, :n].astype(np.float32, copy=True),
-                    offsets=offsets,
-                    labels=token_labels(offsets, keyword_char_spans(text, keywords)),
-                    text=text,
-                    gold=gold_present(text, keywords),
-                )
-            if log and (first // batch_size) % 25 == 0:
-                log(f"  encoded {first + len(chunk)}/{len(docs)} docs ({time.perf_counter() - started:.0f} s)")
+    for first in range(0, len(order), batch_size):
+        chunk = order[first : first + batch_size]
+        input_ids, attention_mask = verify.pad_batch([encodings[i].ids for i in chunk], pad_id)
+        hidden = run(input_ids, attention_mask)
+        for row, i in enumerate(chunk):
+            n = len(encodings[i].ids)
+            offsets = [(int(a), int(b)) for a, b in encodings[i].offsets]
+            text = docs[i]["text"]
+            keywords = list(docs[i].get("keywords") or [])
+            out[i] = EncodedDoc(
+                hidden=hidden[row, :n].astype(np.float32, copy=True),
+                offsets=offsets,
+                labels=token_labels(offsets, keyword_char_spans(text, keywords)),
+                text=text,
+                gold=gold_present(text, keywords),
+            )
+        if log and (first // batch_size) % 25 == 0:
+            log(f"  encoded {first + len(chunk)}/{len(docs)} docs ({time.perf_counter() - started:.0f} s)")
     return out  # type: ignore[return-value]
 
 
@@ -447,20 +506,34 @@ def train_bio(
     spec = dict(recipe["training"])
     max_length = int(spec.get("max_length", 512))
     threads = int(spec.get("torch_threads", 2))
+    # The head's steps are tiny ops over [batch, 3, 3] (the CRF loops over positions): with more than
+    # one intra-op thread each op pays a thread hand-off, 3.5x slower here and far worse on a busy
+    # machine (docs/bio.md), so training runs on one thread whatever the encoding uses.
+    train_threads = int(spec.get("train_threads", 1))
+    features = str(spec.get("features", "onnx"))
+    if features not in ("onnx", "torch"):
+        raise ExportError(f"recipe {recipe.get('name')!r}: training.features must be 'onnx' or 'torch', got {features!r}")
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         started = time.perf_counter()
         train_docs, dev_docs, split = load_training_split(spec, data_dir(data))
         model, _, _ = load_encoder(model_dir)
-        say(f"encoding {len(train_docs)} train + {len(dev_docs)} dev docs (frozen backbone, max_length {max_length})")
+        say(
+            f"encoding {len(train_docs)} train + {len(dev_docs)} dev docs (frozen backbone, max_length {max_length}, "
+            f"{features})"
+        )
         tokenizer_path = Path(model_dir) / "tokenizer.json"
-        encoded_train = encode_documents(model, tokenizer_path, train_docs, max_length, log=say)
-        encoded_dev = encode_documents(model, tokenizer_path, dev_docs, max_length, log=say)
+        with tempfile.TemporaryDirectory(prefix="bio-features-") as scratch:
+            run = onnx_hidden_states(model, Path(scratch), threads) if features == "onnx" else torch_hidden_states(model)
+            encoded_train = encode_documents(model, tokenizer_path, train_docs, max_length, log=say, hidden_states=run)
+            encoded_dev = encode_documents(model, tokenizer_path, dev_docs, max_length, log=say, hidden_states=run)
+            del run
         del model
         encode_seconds = time.perf_counter() - started
         labelled = sum(int((d.labels != TAG_O).sum()) for d in encoded_train)
-        say(f"training the head ({labelled} B/I train tokens)")
+        say(f"training the head ({labelled} B/I train tokens, {train_threads} thread)")
+        torch.set_num_threads(train_threads)
         t = time.perf_counter()
         head = train_head(
             encoded_train,
@@ -483,6 +556,8 @@ def train_bio(
                 "metric": "span-level exact match (lower case, whitespace folded) against gold keywords present in the text",
                 "train_labelled_tokens": labelled,
                 "torch_threads": threads,
+                "train_threads": train_threads,
+                "features": features,
                 "seconds": {"encode": round(encode_seconds, 1), "train": round(time.perf_counter() - t, 1)},
                 "command": f"python -m keyatten_lite_export.bio build --recipe {recipe['name']}",
             }

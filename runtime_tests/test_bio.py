@@ -524,11 +524,47 @@ def test_bio_recipes_reuse_the_backbone_sources():
 
     for name, backbone, language in (("bio-e5-small-zh", "e5-small-multi", "zh"), ("bio-minilm-en", "minilm-l6-en", "en")):
         recipe = sources.load_recipe(name)
-        assert recipe["kind"] == "bio" and recipe["default"] is False and recipe["language"] == language
+        assert recipe["kind"] == "bio" and recipe["default"] is True and recipe["language"] == language
+        assert recipe["int8"] is False  # the int8 BIO graph changes too many Viterbi paths (docs/bio.md)
+        assert recipe["training"]["train_threads"] == 1 and recipe["training"]["features"] == "onnx"
         assert recipe["backbone"] == backbone
         assert recipe["source"] == sources.load_recipe(backbone)["source"]
         assert recipe["training"]["seed"] == 0 and recipe["training"]["dev_docs"] == 100
     assert sources.load_recipe("bio-minilm-en")["training"]["exclude_first"] == 500
+
+
+def test_onnx_features_equal_torch_features_and_the_head_trains(tiny_bio, tmp_path):
+    from keyatten_lite_export.bio import encode_documents, onnx_hidden_states, torch_hidden_states, train_head
+    from keyatten_lite_export.encoder import load_encoder
+
+    model_dir = tiny_bio[0]
+    model, _, _ = load_encoder(model_dir)
+    docs = [{"text": t, "keywords": ["neural networks", "attention", "自然语言处理"]} for t in TINY_CORPUS]
+    by_torch = encode_documents(model, model_dir / "tokenizer.json", docs, 64, batch_size=4, hidden_states=torch_hidden_states(model))
+    by_onnx = encode_documents(model, model_dir / "tokenizer.json", docs, 64, batch_size=4, hidden_states=onnx_hidden_states(model, tmp_path, 1))
+    for a, b in zip(by_torch, by_onnx):
+        assert a.hidden.shape == b.hidden.shape and np.abs(a.hidden - b.hidden).max() <= 1e-4
+        assert a.labels.tolist() == b.labels.tolist()
+    assert sum(int((d.labels != O).sum()) for d in by_onnx) >= 3
+    head = train_head(by_onnx, by_onnx[:2], epochs=3, batch_size=2)
+    assert len(head.training["loss_per_epoch"]) == 3 and all(np.isfinite(head.training["loss_per_epoch"]))
+    assert head.weight.shape == (3, 32) and np.all(np.isfinite(head.transitions))
+
+
+def test_default_build_skips_bio_without_data(monkeypatch, tmp_path):
+    pytest.importorskip("torch")
+    from keyatten_lite_export import ExportError, build, sources
+
+    monkeypatch.setenv("KEYATTEN_LITE_DATA", str(tmp_path / "no-data"))
+    bio_recipes = [sources.load_recipe("bio-minilm-en"), sources.load_recipe("bio-e5-small-zh")]
+    monkeypatch.setattr(build, "selected_recipes", lambda names=None: bio_recipes)
+    messages = []
+    results = build.build_default_bundles(home=tmp_path / "home", log=messages.append)
+    assert [r["status"] for r in results] == ["skipped (no training data)"] * 2
+    assert all("no training data" in m and "KEYATTEN_LITE_DATA" in m for m in messages)
+    assert not any((tmp_path / "home" / "bundles").iterdir())
+    with pytest.raises(ExportError, match="not found"):  # asked for by name: an error, not a skip
+        build.build_default_bundles(home=tmp_path / "home", names=["bio-minilm-en"])
 
 
 def test_inspec_test_documents_are_never_trained_on():
