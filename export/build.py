@@ -72,11 +72,22 @@ def build_default_bundles(
     root = bundles_dir(home)
     root.mkdir(parents=True, exist_ok=True)
     results: list[dict] = []
-    for recipe in selected_recipes(names):
+    # Attention bundles first (minutes), then the BIO taggers (trained; they need the data folder).
+    for recipe in sorted(selected_recipes(names), key=lambda r: r.get("kind") == "bio"):
         if recipe.get("kind") == "bio":
-            # BIO taggers are trained, not just exported (export/bio.py; ~20 min each on 2 cores).
-            from .bio import build_bio_bundle
+            # BIO taggers are trained, not just exported (export/bio.py; docs/bio.md gives the times).
+            from .bio import build_bio_bundle, data_dir
 
+            try:
+                data_dir()
+            except ExportError as exc:
+                if names:  # asked for by name: say why it cannot be built
+                    raise
+                say(f"{recipe['name']}: skipped, no training data ({exc})")
+                results.append(
+                    {"name": recipe["name"], "path": str(root / recipe["name"]), "status": "skipped (no training data)"}
+                )
+                continue
             results.append(build_bio_bundle(recipe, home, force=force, log=say))
             continue
         name = recipe["name"]

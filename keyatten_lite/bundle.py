@@ -91,7 +91,7 @@ def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
 
 def resolve_bundle_path(model: str | os.PathLike) -> Path:
     """The bundle directory for ``model``: an existing directory, or a name under ``bundles_dir()``."""
-    from .registry import DEFAULT_BUNDLES, bundles_dir
+    from .registry import DEFAULT_BIO_BUNDLES, DEFAULT_BUNDLES, bundles_dir
 
     if not isinstance(model, (str, os.PathLike)) or not os.fspath(model):
         raise InvalidArgumentError(f"model must be a bundle directory or a bundle name, got {model!r}")
@@ -104,6 +104,12 @@ def resolve_bundle_path(model: str | os.PathLike) -> Path:
         installed = bundles_dir() / text
         if installed.is_dir():
             return installed
+        if text in DEFAULT_BIO_BUNDLES:
+            raise BundleNotFoundError(
+                f"BIO bundle {text!r} is not built (looked in {installed}); `keyatten-lite models build` "
+                "trains it when the evaluation data is present (../shared/data beside the repository, or "
+                "$KEYATTEN_LITE_DATA); see docs/bio.md"
+            )
         if text in DEFAULT_BUNDLES:
             raise BundleNotFoundError(
                 f"default bundle {text!r} is not built yet (looked in {installed}); run "

