@@ -366,16 +366,17 @@ class LiteBioSystem(System):
         from .extractor import KeyAttenExtractor
 
         language = _single_language(documents)
-        key = (self.bio_bundle, language, self.profile, self.context.threads)
-        extractor = _BIO_EXTRACTORS.get(key)
+        # One extractor per configuration for the run, with its analysis store on: the lite-bio systems
+        # of one evaluation run the BIO graph once per document.
+        key = ("lite-bio extractor", self.bio_bundle, language, self.profile, self.context.threads)
+        extractor = self.context.shared.get(key)
         if extractor is None:
             extractor = KeyAttenExtractor(
                 language=language, candidate_scoring="bio", bio_model_path=self.bio_bundle, profile=self.profile,
                 intra_op_threads=self.context.threads,
             )
             extractor._bio_memo = {}
-            _BIO_EXTRACTORS.clear()  # one model set in memory at a time
-            _BIO_EXTRACTORS[key] = extractor
+            self.context.shared[key] = extractor
         if self.uses_idf:
             extractor.fit_idf(self.idf_texts(documents))
         return extractor.extract_keywords_batch(

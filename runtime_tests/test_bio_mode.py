@@ -312,8 +312,9 @@ def test_lite_bio_eval_systems_share_one_pass(tiny, monkeypatch, tmp_path):
     run_outputs = Bundle.run_outputs
     monkeypatch.setattr(Bundle, "run_outputs", lambda self, *a, **k: calls.append(1) or run_outputs(self, *a, **k))
     results = {}
+    context = RunContext(top_n=5)  # the systems of one run share it
     for method in ("samrank_idf", "cls_attn", "bio_confidence"):
-        spec = build_system(f"lite-bio:{tiny['bio']}:{method}", RunContext(top_n=5))
+        spec = build_system(f"lite-bio:{tiny['bio']}:{method}", context)
         spec.check_available()
         results[method] = spec.predict(docs)
     assert len(calls) == 1  # the BIO + attention pass ran once for all three systems (one batch)
