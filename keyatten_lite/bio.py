@@ -702,11 +702,13 @@ class BIOExtractor:
         *,
         with_attention: bool = True,
         reduce: Callable[[str, _Window, np.ndarray], Any] | None = None,
+        batch_size: int | None = None,
     ) -> list[BIODocument]:
         """Scored Viterbi spans and (``with_attention``) every window's attention from the same forward
         passes, for the bio candidate mode of :class:`keyatten_lite.KeyAttenExtractor`. ``reduce(text,
         window, attention)`` replaces each window's attention by what it returns, as soon as its batch
-        is done (memory stays bounded on long texts). Blank texts give an empty document (no windows)."""
+        is done (memory stays bounded on long texts). The windows of all texts are sorted by length into
+        batches of ``batch_size`` (default: the extractor's). Blank texts give an empty document."""
         texts = _check_texts(texts)
         results = [BIODocument([], [], []) for _ in texts]
         live = [i for i, text in enumerate(texts) if text.strip()]
@@ -725,7 +727,7 @@ class BIOExtractor:
                 )
             return kept
 
-        outputs = self._run_windows(windows, names, keep)
+        outputs = run_windows(self.bundle, windows, names, batch_size or self.batch_size, keep)
         for slot, text_index in enumerate(live):
             mine = [(w, o) for w, o in zip(windows, outputs) if w.text_index == slot]
             own_windows = [w for w, _ in mine]

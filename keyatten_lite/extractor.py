@@ -854,7 +854,9 @@ class KeyAttenExtractor:
         bio = self._bio()
         with_attention = bool(bases)
         shared = with_attention and self._bio_shared
-        docs = bio.analyse_batch(texts, with_attention=shared, reduce=window_tokens if shared else None)
+        docs = bio.analyse_batch(
+            texts, with_attention=shared, reduce=window_tokens if shared else None, batch_size=batch_size
+        )
         if not with_attention:
             return [BIOAnalysis(t, d.spans, [], []) for t, d in zip(texts, docs)]
         if shared:
@@ -895,12 +897,15 @@ class KeyAttenExtractor:
         positions, weights = self._bio_layers(base)
         idf_state = idf_lookup if isinstance(idf_lookup, IdfState) else (self.idf if idf_lookup is None else None)
         memo = self._bio_memo
+        # Windows are sorted by length across a whole chunk before batching (padding costs quadratic
+        # attention time); each window's attention is reduced as its batch completes, so chunks can be large.
+        chunk_docs = max(batch_size, BIO_CHUNK_DOCS)
         if memo is not None:
             # The evaluation harness: every base method at every layer, computed once per document.
             all_positions = list(range(len(self.bundle.exported_layers)))
             missing = [i for i in dict.fromkeys(todo) if (cleaned[i], compat) not in memo]
-            for first in range(0, len(missing), batch_size):
-                chunk = missing[first : first + batch_size]
+            for first in range(0, len(missing), chunk_docs):
+                chunk = missing[first : first + chunk_docs]
                 for i, analysis in zip(
                     chunk, self._bio_analyses([cleaned[i] for i in chunk], scoring.BASE_METHODS, all_positions, compat, batch_size)
                 ):
@@ -908,8 +913,8 @@ class KeyAttenExtractor:
             analyses = {i: memo[(cleaned[i], compat)] for i in todo}
         else:
             analyses = {}
-            for first in range(0, len(todo), batch_size):
-                chunk = todo[first : first + batch_size]
+            for first in range(0, len(todo), chunk_docs):
+                chunk = todo[first : first + chunk_docs]
                 bases = [base] if base is not None else []
                 analyses.update(zip(chunk, self._bio_analyses([cleaned[i] for i in chunk], bases, positions, compat, batch_size)))
         dedup = not compat and (self.dedup_nested or (self.dedup_nested_for_topk5 and top_k <= 5))
@@ -1229,6 +1234,8 @@ def _library_versions(language: str) -> dict:
 
 # The BIO graph runs fp32: its int8 graph changes Viterbi paths too often (docs/bio.md).
 BIO_VARIANT = "fp32"
+# Documents whose windows are sorted and batched together in bio mode.
+BIO_CHUNK_DOCS = 256
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
 
 

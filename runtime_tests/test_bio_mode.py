@@ -292,7 +292,9 @@ def test_trained_bundles_on_real_text(bio_name, attention, language, data):
     assert sum(len(r) for r in batch) >= 10
     for text, ranked in zip(texts, batch):
         assert all(p.lower() in text.lower() for p, _ in ranked)
-        assert ranked == ex.extract_keywords(text, method="samrank_idf", top_k=10, with_scores=True)
+        single = ex.extract_keywords(text, method="samrank_idf", top_k=10, with_scores=True)
+        assert [p for p, _ in ranked] == [p for p, _ in single]  # padding moves scores by ~1e-8 only
+        np.testing.assert_allclose([s for _, s in ranked], [s for _, s in single], atol=1e-5)
     alone = ex.extract_keywords_batch(texts, method="bio_confidence", top_k=1000)
     assert all(set(p for p, _ in r) <= set(a) for r, a in zip(batch, alone))  # same candidates, other order
 
