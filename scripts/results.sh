@@ -3,7 +3,7 @@
 # and an otherwise idle machine for the speed figures).
 #
 #   bash scripts/results.sh speed     # bench-inspec.*, bench-csl.*, speed.md   (~40 min on 2 cores)
-#   bash scripts/results.sh quality   # test-*.json/.md/.png per dataset        (~3 h on 2 cores)
+#   bash scripts/results.sh quality   # test-*.json/.md/.png per dataset, test-summary.md (~2 h on 2 cores)
 #
 # quality.md and speed.md quote these files; the dev-set ablations in quality.md come from the dev splits
 # named there, never from the test documents evaluated here.
@@ -55,6 +55,8 @@ quality() {
     keyatten-lite eval "$DATA/zh/csl_test.jsonl" $zh --reference tfidf --threads "$THREADS" \
         -o $OUT/test-csl.json --plot $OUT/test-csl.png
   }
+  python scripts/quality_summary.py $OUT/test-inspec.json $OUT/test-semeval2017.json $OUT/test-semeval2010.json \
+      $OUT/test-csl.json > $OUT/test-summary.md
 }
 
 case "${1:-}" in
