@@ -74,7 +74,7 @@ def _cmd_build(args) -> int:
 
 
 def _cmd_list(args) -> int:
-    from keyatten_lite.registry import bundles_dir, list_installed
+    from keyatten_lite.model.registry import bundles_dir, list_installed
 
     from . import sources
 

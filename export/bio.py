@@ -39,7 +39,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from keyatten_lite.bio import BIO_KIND, TAG_B, TAG_I, TAG_O, TAGS, bio_tags_to_spans, dedup_lower, spans_to_text
+from keyatten_lite.extractors.bio_tagger import BIO_KIND, TAG_B, TAG_I, TAG_O, TAGS, bio_tags_to_spans, dedup_lower, spans_to_text
 
 from . import ExportError, ParityError
 from . import manifest as manifest_mod
@@ -646,7 +646,7 @@ def _trace(graph_module, onnx_path: Path, sample_length: int = 16) -> float:
 
 def _emission_parity(torch_runs, onnx_runs, batches, head: BIOHead, tolerance: float | None) -> dict:
     """Max |torch - ORT| emissions over valid tokens; numpy Viterbi paths of both, compared."""
-    from keyatten_lite.bio import viterbi_decode
+    from keyatten_lite.extractors.bio_tagger import viterbi_decode
 
     worst, paths_equal, sequences = 0.0, 0, 0
     for (ids, mask), ref, got in zip(batches, torch_runs, onnx_runs):
@@ -682,7 +682,7 @@ def export_bio_bundle(
 
     Raises ParityError (writing nothing) when ORT differs from torch above 1e-4 in attention or emissions.
     ``check_texts`` ((text, gold keys) pairs) are decoded through the finished bundle with
-    :class:`keyatten_lite.bio.BIOExtractor` and scored (recorded under ``bio.training.dev_onnx``).
+    :class:`keyatten_lite.extractors.bio_tagger.BIOExtractor` and scored (recorded under ``bio.training.dev_onnx``).
     """
     import torch
 
@@ -826,7 +826,7 @@ def export_bio_bundle(
         manifest["export_seconds"] = round(time.perf_counter() - started, 3)
         manifest_mod.write_manifest(work_dir, manifest)
 
-        from keyatten_lite.bio import BIOExtractor
+        from keyatten_lite.extractors.bio_tagger import BIOExtractor
 
         extractor = BIOExtractor(work_dir)  # the runtime must accept it (checksums, graph I/O, CRF)
         if check_texts:
@@ -834,7 +834,7 @@ def export_bio_bundle(
             predicted = extractor.extract_spans_batch([text for text, _ in check_texts])
             dev_onnx = span_prf(predicted, [gold for _, gold in check_texts])
             dev_onnx["seconds"] = round(time.perf_counter() - t, 1)
-            dev_onnx["decoder"] = "keyatten_lite.bio.BIOExtractor.extract_spans_batch (windowed, fp32)"
+            dev_onnx["decoder"] = "keyatten_lite.extractors.bio_tagger.BIOExtractor.extract_spans_batch (windowed, fp32)"
             manifest["bio"]["training"]["dev_onnx"] = dev_onnx
             manifest_mod.write_manifest(work_dir, manifest)
         del extractor
@@ -862,7 +862,7 @@ def build_bio_bundle(
 
     Skips (status "skipped") a bundle whose manifest records the same recipe hash and still opens.
     """
-    from keyatten_lite.registry import bundles_dir
+    from keyatten_lite.model.registry import bundles_dir
 
     from . import sources
     from .build import _up_to_date, recipe_hash

@@ -13,9 +13,9 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
-from keyatten_lite.bundle import FORMAT_VERSION, open_bundle, read_manifest
+from keyatten_lite.model.bundle import FORMAT_VERSION, open_bundle, read_manifest
 from keyatten_lite.errors import BundleError
-from keyatten_lite.registry import bundles_dir
+from keyatten_lite.model.registry import bundles_dir
 
 from . import ExportError
 

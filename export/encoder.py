@@ -537,7 +537,7 @@ def export_bundle(
         manifest_mod.write_manifest(work_dir, manifest)
 
         # The runtime loader must accept what we wrote (checksums, graph I/O, keys) before it goes live.
-        from keyatten_lite.bundle import open_bundle
+        from keyatten_lite.model.bundle import open_bundle
 
         open_bundle(work_dir, variant="int8" if int8 else "fp32")
         # mkdtemp made the directory 0700; a bundle is ordinary readable data.

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from keyatten_lite.bundle import BUNDLE_FORMAT, FORMAT_VERSION, MANIFEST_NAME, sha256_file
+from keyatten_lite.model.bundle import BUNDLE_FORMAT, FORMAT_VERSION, MANIFEST_NAME, sha256_file
 
 __all__ = [
     "EXPORTER_LABEL",

@@ -66,7 +66,7 @@ def load_documents(lang: str, n_docs: int, data_dir: Path) -> list[dict]:
 
 def source_model_dir(bundle_name: str, home: Path | None = None) -> Path:
     """The Hugging Face directory a default bundle was exported from (prepared again if missing)."""
-    from keyatten_lite.registry import home_dir
+    from keyatten_lite.model.registry import home_dir
 
     from . import sources
 

@@ -31,7 +31,7 @@ def read_jsonl(relative: str, limit: int | None = None) -> list[dict]:
 
 def default_bundle_path(name: str) -> Path:
     """Path of a built default bundle, or skip the test with the command that builds it."""
-    from keyatten_lite.registry import bundles_dir
+    from keyatten_lite.model.registry import bundles_dir
 
     path = bundles_dir() / name
     if not (path / "bundle.json").exists():

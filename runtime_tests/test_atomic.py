@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from keyatten_lite.atomic import atomic_write_bytes
+from keyatten_lite.state.atomic import atomic_write_bytes
 
 
 @pytest.fixture

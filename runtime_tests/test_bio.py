@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keyatten_lite.bio import (
+from keyatten_lite.extractors.bio_tagger import (
     PROFILES,
     TAG_B,
     TAG_I,
@@ -382,7 +382,7 @@ def test_tiny_bio_bundle_manifest_and_files(tiny_bio):
 
 
 def test_tiny_bio_spans_equal_torch_decoding(tiny_bio):
-    from keyatten_lite.bio import BIOExtractor
+    from keyatten_lite.extractors.bio_tagger import BIOExtractor
 
     model_dir, bundle_dir, head, _ = tiny_bio
     extractor = BIOExtractor(bundle_dir)
@@ -402,7 +402,7 @@ def test_tiny_bio_spans_equal_torch_decoding(tiny_bio):
 
 
 def test_bundle_run_outputs(tiny_bio):
-    from keyatten_lite.bundle import open_bundle
+    from keyatten_lite.model.bundle import open_bundle
 
     _, bundle_dir, _, _ = tiny_bio
     bundle = open_bundle(bundle_dir)
@@ -422,7 +422,7 @@ def test_long_text_windows_keep_the_tail(tiny_bio, tmp_path):
 
     from tokenizers import Tokenizer
 
-    from keyatten_lite.bio import BIOExtractor
+    from keyatten_lite.extractors.bio_tagger import BIOExtractor
 
     _, bundle_dir, _, _ = tiny_bio
     # CRF scores that make Viterbi tag every token B: every token is then its own span, so the
@@ -455,7 +455,7 @@ def test_long_text_windows_keep_the_tail(tiny_bio, tmp_path):
 
 
 def test_relaxed_and_profiles_on_the_tiny_bundle(tiny_bio):
-    from keyatten_lite.bio import BIOExtractor
+    from keyatten_lite.extractors.bio_tagger import BIOExtractor
 
     _, bundle_dir, _, _ = tiny_bio
     extractor = BIOExtractor(bundle_dir)
@@ -485,7 +485,7 @@ def test_relaxed_and_profiles_on_the_tiny_bundle(tiny_bio):
 def test_non_bio_and_malformed_bundles_are_rejected(tiny_bio, tmp_path):
     import shutil
 
-    from keyatten_lite.bio import BIOExtractor
+    from keyatten_lite.extractors.bio_tagger import BIOExtractor
 
     _, bundle_dir, _, _ = tiny_bio
     broken = tmp_path / "broken"
@@ -594,7 +594,7 @@ def test_inspec_test_documents_are_never_trained_on():
 def test_trained_default_bio_bundles(name, language):
     from conftest import default_bundle_path, read_jsonl
 
-    from keyatten_lite.bio import BIOExtractor
+    from keyatten_lite.extractors.bio_tagger import BIOExtractor
 
     path = default_bundle_path(name)
     extractor = BIOExtractor(path)
@@ -616,7 +616,7 @@ def test_runtime_module_imports_nothing_heavy():
     import sys
 
     code = (
-        "import sys, keyatten_lite.bio\n"
+        "import sys, keyatten_lite.extractors.bio_tagger\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
         "('torch', 'transformers', 'onnxruntime', 'tokenizers', 'jieba')))"
     )

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keyatten_lite.bio_mode import BIOAnalysis, WindowTokens, bio_span_scores, find_occurrences, occurrence_scores
+from keyatten_lite.scoring.bio import BIOAnalysis, WindowTokens, bio_span_scores, find_occurrences, occurrence_scores
 from keyatten_lite.errors import BundleError, BundleNotFoundError, InvalidArgumentError
 
 # ----------------------------------------------------------------------------------------- pure parts
@@ -101,8 +101,8 @@ def reference_ranking(tiny, bio: str, text: str, method: str, *, compat: bool) -
     from tokenizers import Tokenizer
     from transformers import BertModel
 
-    from keyatten_lite import scoring
-    from keyatten_lite.bio import BIOExtractor
+    from keyatten_lite.scoring import attention as scoring
+    from keyatten_lite.extractors.bio_tagger import BIOExtractor
 
     spans = BIOExtractor(tiny[bio]).extract_spans(text)
     tokenizer = Tokenizer.from_file(str(tiny["model_dir"] / "tokenizer.json"))
@@ -180,7 +180,7 @@ def test_long_texts_are_scored_in_every_window(tiny):
 
 
 def test_one_forward_pass_when_the_backbone_is_shared(tiny, monkeypatch):
-    from keyatten_lite.bundle import Bundle
+    from keyatten_lite.model.bundle import Bundle
 
     calls = []
     run_outputs = Bundle.run_outputs
@@ -222,7 +222,7 @@ def test_batch_equals_single_and_idf(tiny, profile):
 
 
 def test_bio_alone_methods(tiny):
-    from keyatten_lite.bio import BIOExtractor
+    from keyatten_lite.extractors.bio_tagger import BIOExtractor
 
     ex = extractor(tiny)
     text = " ".join(TEXTS)
@@ -300,9 +300,9 @@ def test_trained_bundles_on_real_text(bio_name, attention, language, data):
 
 
 def test_lite_bio_eval_systems_share_one_pass(tiny, monkeypatch, tmp_path):
-    from keyatten_lite.baselines import RunContext, build_system
-    from keyatten_lite.bundle import Bundle
-    from keyatten_lite.evaluate import Document
+    from keyatten_lite.evaluation.baselines import RunContext, build_system
+    from keyatten_lite.model.bundle import Bundle
+    from keyatten_lite.evaluation.metrics import Document
 
     monkeypatch.setenv("KEYATTEN_LITE_HOME", str(tmp_path))  # no default bundle: the BIO graph's attention
     system = build_system(f"lite-bio:{tiny['bio']}:samrank_idf:compat", RunContext())

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from keyatten_lite import KeyAttenExtractor
-from keyatten_lite.cache import LAYERS, DiskCache, DocumentEntry, cache_key
-from keyatten_lite.candidates import Candidate
+from keyatten_lite.state.cache import LAYERS, DiskCache, DocumentEntry, cache_key
+from keyatten_lite.text.candidates import Candidate
 from keyatten_lite.cli import main as cli_main
 from keyatten_lite.errors import InvalidArgumentError
 
@@ -216,7 +216,7 @@ def test_bundle_package_and_library_versions_are_in_the_key(en_bundle, tmp_path,
 
         monkeypatch.setattr(keyatten_lite, "__version__", "999.0")
     else:
-        import keyatten_lite.extractor as extractor_module
+        import keyatten_lite.extractors.keyatten as extractor_module
 
         monkeypatch.setattr(extractor_module, "_library_versions", lambda language: {"nltk": "0.0", "jieba": "0.0"})
     ex.extract_keywords(EN_DOCS[0])
@@ -238,7 +238,7 @@ def test_idf_fingerprint_only_keys_idf_methods(en_bundle, tmp_path):
 
 
 def test_idf_fingerprint_is_computed_once_per_state(en_bundle, tmp_path, monkeypatch):
-    import keyatten_lite.idf as idf_module
+    import keyatten_lite.state.idf as idf_module
 
     ex = _extractor(en_bundle, tmp_path)
     ex.fit_idf(EN_DOCS)
@@ -299,7 +299,7 @@ def _damage(path: Path, how: str) -> None:
             payload["keywords"] = [["phrase"]]
         else:
             payload["scores"] = {m: "AAAA" for m in payload["scores"]}
-        from keyatten_lite.cache import _checksum
+        from keyatten_lite.state.cache import _checksum
 
         entry["checksum"] = _checksum(payload)
         path.write_text(json.dumps(entry), encoding="utf-8")
@@ -416,8 +416,8 @@ def test_cli_info_prune_clear(tmp_path, capsys):
 _WRITER = textwrap.dedent(
     """
     import json, sys
-    from keyatten_lite.cache import DiskCache, DocumentEntry, cache_key
-    from keyatten_lite.candidates import Candidate
+    from keyatten_lite.state.cache import DiskCache, DocumentEntry, cache_key
+    from keyatten_lite.text.candidates import Candidate
     import numpy as np
     cache_dir, worker, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     cache = DiskCache(cache_dir, max_bytes=10**9)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keyatten_lite.candidates import (
+from keyatten_lite.text.candidates import (
     Candidate,
     build_candidates,
     build_candidates_with_keys,
@@ -19,9 +19,9 @@ from keyatten_lite.candidates import (
     valid_word_mask,
 )
 from keyatten_lite.errors import InvalidArgumentError
-from keyatten_lite.normalize import normalize_phrase
-from keyatten_lite.segment import ChineseSegmenter, segment_english
-from keyatten_lite.stopwords import ENGLISH_STOP_WORDS
+from keyatten_lite.text.normalize import normalize_phrase
+from keyatten_lite.text.segment import ChineseSegmenter, segment_english
+from keyatten_lite.text.stopwords import ENGLISH_STOP_WORDS
 
 
 @pytest.fixture(scope="module")

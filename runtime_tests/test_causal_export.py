@@ -20,7 +20,7 @@ pytest.importorskip("onnx")
 
 from tiny_models import make_tiny_llama, make_tiny_qwen2, make_tiny_qwen3  # noqa: E402
 
-from keyatten_lite.bundle import open_bundle  # noqa: E402
+from keyatten_lite.model.bundle import open_bundle  # noqa: E402
 from keyatten_lite.errors import ChecksumError  # noqa: E402
 from keyatten_lite_export import ExportError, causal, encoder, verify  # noqa: E402
 from keyatten_lite_export.__main__ import main as export_main  # noqa: E402
@@ -242,7 +242,7 @@ def test_default_layer_rule():
 
 
 def test_extractor_picks_the_recommended_layer(qwen3_bundle, qwen2_bundle):
-    from keyatten_lite.extractor import KeyAttenExtractor
+    from keyatten_lite.extractors.keyatten import KeyAttenExtractor
 
     extractor = KeyAttenExtractor(model=str(qwen3_bundle), language="zh")
     assert extractor.is_causal
@@ -255,7 +255,7 @@ def test_extractor_picks_the_recommended_layer(qwen3_bundle, qwen2_bundle):
 @pytest.mark.parametrize("which", ["qwen3", "qwen2"])
 def test_batched_extraction_equals_single(which, request):
     # Left (qwen3) and right (qwen2) padded batches must give each document's unbatched keywords.
-    from keyatten_lite.extractor import KeyAttenExtractor
+    from keyatten_lite.extractors.keyatten import KeyAttenExtractor
 
     extractor = KeyAttenExtractor(model=str(request.getfixturevalue(f"{which}_bundle")), language="zh")
     docs = [ZH_DOC, TEXTS[0], TEXTS[3]]
@@ -272,7 +272,7 @@ def test_keywords_match_keyatten_031(which, mode, request):
     """All twelve methods, word and token_span modes, automatic layer, IDF fitted on the same texts:
     0.3.1's top 8 must be an ordering of ours up to tied scores."""
     keyatten = pytest.importorskip("keyatten")
-    from keyatten_lite.extractor import KeyAttenExtractor
+    from keyatten_lite.extractors.keyatten import KeyAttenExtractor
     from keyatten_lite_export.parity import ALL_METHODS, same_up_to_ties
 
     model_dir = request.getfixturevalue(f"{which}_dir")

@@ -69,10 +69,10 @@ def test_idf_fit_writes_a_loadable_file(tmp_path):
     )
     out = tmp_path / "idf.tsv"
     assert main(["idf", "fit", str(corpus), "-o", str(out), "--lang", "en"]) == 0
-    from keyatten_lite.idf import IdfState
+    from keyatten_lite.state.idf import IdfState
 
     state = IdfState.load(out)
     assert state.doc_count == 3
-    from keyatten_lite.normalize import normalize_phrase
+    from keyatten_lite.text.normalize import normalize_phrase
 
     assert state.document_frequency[normalize_phrase("graph")] == 2

@@ -12,8 +12,8 @@ import json
 
 import pytest
 
-from keyatten_lite.bundle import open_bundle
-from keyatten_lite.registry import DEFAULT_BUNDLES, bundles_dir
+from keyatten_lite.model.bundle import open_bundle
+from keyatten_lite.model.registry import DEFAULT_BUNDLES, bundles_dir
 
 pytestmark = pytest.mark.slow
 

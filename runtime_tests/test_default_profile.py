@@ -14,14 +14,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keyatten_lite import default_profile as dp
+from keyatten_lite.profiles import default as dp
 from keyatten_lite.errors import InvalidArgumentError
-from keyatten_lite.idf import IdfState
-from keyatten_lite.normalize import joinable_word_key, normalize_phrase
+from keyatten_lite.state.idf import IdfState
+from keyatten_lite.text.normalize import joinable_word_key, normalize_phrase
 
 
 def _bundle_or_skip(name: str):
-    from keyatten_lite.bundle import open_bundle
+    from keyatten_lite.model.bundle import open_bundle
     from keyatten_lite.errors import BundleError
 
     try:
@@ -228,7 +228,7 @@ def test_real_tokenizer_offsets_cover_every_word():
 
 def test_sentencepiece_bare_pieces_are_not_aligned():
     bundle = _bundle_or_skip("e5-small-multi")
-    from keyatten_lite.default_profile import token_scores_for_texts
+    from keyatten_lite.profiles.default import token_scores_for_texts
 
     (ts,) = token_scores_for_texts(bundle, ["采用修正的参数 飞行器"], ["received_attn"], [bundle.layer_position(-1)])
     enc = bundle.tokenizer().encode("采用修正的参数 飞行器", add_special_tokens=False)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from keyatten_lite.errors import InvalidArgumentError
-from keyatten_lite.evaluate import (
+from keyatten_lite.evaluation.metrics import (
     Document,
     gold_presence,
     match_counts,
@@ -214,7 +214,7 @@ def test_inspec_first500_matches_peer_present_share():
 
 
 def test_english_tfidf_ngrams_stop_at_punctuation_and_stop_words():
-    from keyatten_lite.baselines import english_ngram_candidates, english_stop_words
+    from keyatten_lite.evaluation.baselines import english_ngram_candidates, english_stop_words
 
     phrases = english_ngram_candidates("Graph neural networks, and the tree-based models.", english_stop_words())
     assert phrases == [
@@ -226,7 +226,7 @@ def test_english_tfidf_ngrams_stop_at_punctuation_and_stop_words():
 def test_tfidf_ranking_uses_sublinear_tf_and_smooth_idf():
     from collections import Counter
 
-    from keyatten_lite.baselines import rank_by_tfidf, smooth_idf
+    from keyatten_lite.evaluation.baselines import rank_by_tfidf, smooth_idf
 
     assert smooth_idf(1, 3) == pytest.approx(np.log(4 / 2) + 1)
     # "common" occurs 4 times but in every document; "rare" once in one of 3 documents.
@@ -236,7 +236,7 @@ def test_tfidf_ranking_uses_sublinear_tf_and_smooth_idf():
 
 
 def test_unknown_system_spec_lists_forms():
-    from keyatten_lite.baselines import RunContext, build_system
+    from keyatten_lite.evaluation.baselines import RunContext, build_system
 
     with pytest.raises(InvalidArgumentError, match="lite:<bundle>:<method>"):
         build_system("bm25", RunContext())
@@ -267,7 +267,7 @@ class FakeExtractor:
 
 
 def test_lite_adapter_transductive_and_corpus_idf():
-    from keyatten_lite.baselines import RunContext, build_system
+    from keyatten_lite.evaluation.baselines import RunContext, build_system
 
     FakeExtractor.instances.clear()
     documents = [doc(["b"], text="a b c"), doc(["z"], text="x y z")]
@@ -295,7 +295,7 @@ def test_lite_adapter_transductive_and_corpus_idf():
 
 
 def _run_eval_cli(argv):
-    from keyatten_lite import cli_eval
+    from keyatten_lite.cli import eval as cli_eval
 
     parser = argparse.ArgumentParser()
     cli_eval.register(parser.add_subparsers())
@@ -351,7 +351,7 @@ def test_eval_cli_rejects_top_n_below_k(tmp_path):
 
 
 def test_plot_without_matplotlib_gives_message(tmp_path):
-    from keyatten_lite.cli_eval import plot_results
+    from keyatten_lite.cli.eval import plot_results
 
     result = {"systems": [{"label": "x", "scores": {"5": {"macro_f1": 0.1}}}], "config": {"ks": [5]}}
     message = plot_results(result, str(tmp_path / "p.png"))
@@ -367,7 +367,7 @@ def test_plot_without_matplotlib_gives_message(tmp_path):
 
 
 def test_bench_plan_interleaves_and_summary_takes_medians():
-    from keyatten_lite.bench import plan_steps, summarise
+    from keyatten_lite.evaluation.bench import plan_steps, summarise
 
     steps = plan_steps(corpus="c", limit=5, bundles=["b"], variants=["fp32", "int8"], methods=["received_attn"],
                        threads=[1, 2], keyatten_model="/hf", batch_size=4, single_docs=2, repeats=2, cold=True)
@@ -386,7 +386,7 @@ def test_bench_plan_interleaves_and_summary_takes_medians():
 
 
 def test_bench_plot_draws_every_system_or_says_why(tmp_path):
-    from keyatten_lite.bench import plan_steps, plot_bench, summarise
+    from keyatten_lite.evaluation.bench import plan_steps, plot_bench, summarise
 
     steps = plan_steps(corpus="c.jsonl", limit=5, bundles=["b"], variants=["fp32"], methods=["received_attn"],
                        threads=[1, 2], keyatten_model="/hf", batch_size=4, single_docs=2, repeats=1, cold=True)
@@ -404,7 +404,7 @@ def test_bench_plot_draws_every_system_or_says_why(tmp_path):
 
 
 def test_bench_ratios_against_keyatten_worked_by_hand():
-    from keyatten_lite.bench import ratio_rows, speed_report
+    from keyatten_lite.evaluation.bench import ratio_rows, speed_report
 
     throughput = [
         {"system": "keyatten 0.3.1 torch (m)", "method": "received_attn", "threads": 2, "docs_per_s": 10.0, "p50_ms": 80.0},
@@ -428,7 +428,7 @@ def test_bench_ratios_against_keyatten_worked_by_hand():
 
 
 def test_bench_worker_failure_is_reported_not_raised(tmp_path):
-    from keyatten_lite.bench import run_worker
+    from keyatten_lite.evaluation.bench import run_worker
 
     corpus = tmp_path / "c.jsonl"
     corpus.write_text(json.dumps({"id": "1", "lang": "en", "text": "Graph data.", "keywords": []}) + "\n", encoding="utf-8")
@@ -439,8 +439,8 @@ def test_bench_worker_failure_is_reported_not_raised(tmp_path):
 
 
 def test_unavailable_system_is_skipped_and_missing_bundle_fails_first(monkeypatch, tmp_path):
-    from keyatten_lite import baselines
-    from keyatten_lite.cli_eval import run_evaluation
+    from keyatten_lite.evaluation import baselines
+    from keyatten_lite.cli.eval import run_evaluation
     from keyatten_lite.errors import BundleNotFoundError
 
     def missing(module, hint):
@@ -463,7 +463,8 @@ def test_unavailable_system_is_skipped_and_missing_bundle_fails_first(monkeypatc
 def test_default_profile_systems_share_one_pass(monkeypatch):
     """Several lite-default methods on one bundle: one extractor pass computes them all, each system
     gets its own method's rankings, and the IDF label is still right."""
-    from keyatten_lite import baselines, default_profile
+    from keyatten_lite.evaluation import baselines
+    from keyatten_lite.profiles import default as default_profile
 
     calls = []
 

@@ -21,7 +21,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("onnx")
 
 import keyatten_lite_export  # noqa: E402
-from keyatten_lite.bundle import open_bundle, read_onnx_io  # noqa: E402
+from keyatten_lite.model.bundle import open_bundle, read_onnx_io  # noqa: E402
 from keyatten_lite.errors import BundleError, ChecksumError, InvalidArgumentError  # noqa: E402
 from keyatten_lite_export import ExportError, ParityError, verify  # noqa: E402
 from keyatten_lite_export.__main__ import main as export_main  # noqa: E402
@@ -383,7 +383,7 @@ def test_run_attention_validates_input(full_bundle):
 def test_session_created_once_across_threads(full_bundle, monkeypatch):
     from concurrent.futures import ThreadPoolExecutor
 
-    from keyatten_lite.bundle import Bundle
+    from keyatten_lite.model.bundle import Bundle
 
     bundle = open_bundle(full_bundle)
     created = []

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import read_jsonl
 from keyatten_lite import InvalidArgumentError, KeyAttenExtractor, WordWeight
-from keyatten_lite.scoring import ALL_METHODS, BASE_METHODS
+from keyatten_lite.scoring.attention import ALL_METHODS, BASE_METHODS
 
 EN_TEXT = (
     "Graph neural networks learn representations of nodes from the structure of graph data. "
@@ -115,7 +115,7 @@ def test_token_list_input_and_pos_tags(zh):
 
 def test_nested_dedup_removes_sub_and_super_phrases(en_bundle):
     ex = KeyAttenExtractor(profile="compat", model=en_bundle, language="en", dedup_nested=True)
-    from keyatten_lite.normalize import normalize_phrase
+    from keyatten_lite.text.normalize import normalize_phrase
 
     keys = [normalize_phrase(p) for p in ex.extract_keywords(EN_TEXT, top_k=10)]
     for i, a in enumerate(keys):
@@ -193,7 +193,7 @@ def test_all_twelve_method_names_are_accepted(en):
 
 # ---------------------------------------------------------------------- default profile routing
 def test_default_profile_is_what_users_get(en_bundle):
-    from keyatten_lite.default_profile import DefaultProfileExtractor
+    from keyatten_lite.profiles.default import DefaultProfileExtractor
 
     ex = KeyAttenExtractor(model=en_bundle, language="en")
     assert ex.profile == "default"

@@ -23,7 +23,7 @@ from keyatten_lite import (
     KeyAttenExtractor,
     open_bundle,
 )
-from keyatten_lite.textguard import MAX_HMM_RUN, sanitize_text
+from keyatten_lite.text.guard import MAX_HMM_RUN, sanitize_text
 
 EN_TEXT = (
     "Graph neural networks learn representations of nodes from the structure of graph data. "

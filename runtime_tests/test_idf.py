@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keyatten_lite.errors import InvalidArgumentError
-from keyatten_lite.idf import FILE_HEADER, IdfState, document_keys, tfidf_word_values
-from keyatten_lite.normalize import normalize_phrase
+from keyatten_lite.state.idf import FILE_HEADER, IdfState, document_keys, tfidf_word_values
+from keyatten_lite.text.normalize import normalize_phrase
 
 
 def _spec_idf(n_docs: int, df: int) -> float:

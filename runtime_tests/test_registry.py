@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from keyatten_lite import cli_models, registry
-from keyatten_lite.bundle import open_bundle, resolve_bundle_path
+from keyatten_lite.cli import models as cli_models
+from keyatten_lite.model import registry
+from keyatten_lite.model.bundle import open_bundle, resolve_bundle_path
 from keyatten_lite.errors import BundleError, BundleNotFoundError, InvalidArgumentError, KeyAttenLiteError
 
 
@@ -199,7 +200,7 @@ def test_models_build_without_export_extras_names_the_install(monkeypatch):
 
 def test_runtime_modules_import_no_heavy_packages():
     code = (
-        "import sys, keyatten_lite.bundle, keyatten_lite.registry, keyatten_lite.cli_models\n"
+        "import sys, keyatten_lite.model.bundle, keyatten_lite.model.registry, keyatten_lite.cli.models\n"
         "heavy = [m for m in ('torch', 'transformers', 'onnxruntime', 'tokenizers', 'onnx') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )

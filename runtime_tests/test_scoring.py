@@ -1,4 +1,4 @@
-"""Tests of keyatten_lite.scoring: the spec's worked fixture (§3.7), black-box parity with keyatten 0.3.1's
+"""Tests of keyatten_lite.scoring.attention: the spec's worked fixture (§3.7), black-box parity with keyatten 0.3.1's
 own scoring functions on random attention maps, hand-made cases for the span helpers, and properties."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keyatten_lite import scoring as S
+from keyatten_lite.scoring import attention as S
 from keyatten_lite.errors import InvalidArgumentError
 
 PARITY_TOL = 1e-5

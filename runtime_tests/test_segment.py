@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keyatten_lite.errors import InvalidArgumentError
-from keyatten_lite.segment import (
+from keyatten_lite.text.segment import (
     ChineseSegmenter,
     locate_word_offsets,
     merge_english_words,

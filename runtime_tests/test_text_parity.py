@@ -28,7 +28,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keyatten_lite.candidates import (
+from keyatten_lite.text.candidates import (
     Candidate,
     build_candidates_with_keys,
     candidate_mean_scores,
@@ -37,9 +37,9 @@ from keyatten_lite.candidates import (
     token_counts,
 )
 from keyatten_lite.errors import InvalidArgumentError
-from keyatten_lite.idf import IdfState, document_keys
-from keyatten_lite.normalize import normalize_phrase
-from keyatten_lite.segment import ChineseSegmenter, locate_word_offsets, segment_english
+from keyatten_lite.state.idf import IdfState, document_keys
+from keyatten_lite.text.normalize import normalize_phrase
+from keyatten_lite.text.segment import ChineseSegmenter, locate_word_offsets, segment_english
 
 keyatten_candidates = pytest.importorskip("keyatten.candidates", reason="keyatten 0.3.1 is not installed")
 keyatten_utils = pytest.importorskip("keyatten.utils", reason="keyatten 0.3.1 is not installed")

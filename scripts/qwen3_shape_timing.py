@@ -68,7 +68,7 @@ def time_bundle(bundle_dir: Path, threads: int, repeats: int = 5) -> dict:
     from tiny_models import DECODER_CORPUS
 
     from keyatten_lite import KeyAttenExtractor
-    from keyatten_lite.bundle import open_bundle
+    from keyatten_lite.model.bundle import open_bundle
 
     words = " ".join(DECODER_CORPUS).split()
     out: dict = {}

@@ -29,7 +29,7 @@ PROFILES = ("compat", "default")
 
 def worker(config: dict) -> dict:
     started = time.perf_counter()
-    from keyatten_lite.extractor import KeyAttenExtractor
+    from keyatten_lite.extractors.keyatten import KeyAttenExtractor
 
     bundle, relative, _ = CORPORA[config["language"]]
     with open(DATA / relative, encoding="utf-8") as handle:

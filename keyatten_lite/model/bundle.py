@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BundleError, BundleNotFoundError, ChecksumError, InvalidArgumentError
+from keyatten_lite.errors import BundleError, BundleNotFoundError, ChecksumError, InvalidArgumentError
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -91,7 +91,7 @@ def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
 
 def resolve_bundle_path(model: str | os.PathLike) -> Path:
     """The bundle directory for ``model``: an existing directory, or a name under ``bundles_dir()``."""
-    from .registry import DEFAULT_BIO_BUNDLES, DEFAULT_BUNDLES, bundles_dir
+    from keyatten_lite.model.registry import DEFAULT_BIO_BUNDLES, DEFAULT_BUNDLES, bundles_dir
 
     if not isinstance(model, (str, os.PathLike)) or not os.fspath(model):
         raise InvalidArgumentError(f"model must be a bundle directory or a bundle name, got {model!r}")

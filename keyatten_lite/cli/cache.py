@@ -30,8 +30,8 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .cache import DEFAULT_MAX_BYTES, DiskCache
-    from .errors import InvalidArgumentError
+    from keyatten_lite.state.cache import DEFAULT_MAX_BYTES, DiskCache
+    from keyatten_lite.errors import InvalidArgumentError
 
     max_bytes = getattr(args, "max_bytes", None)
     if max_bytes is not None and max_bytes < 0:

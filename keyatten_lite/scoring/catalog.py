@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from .scoring import BASE_METHODS, IDF_METHODS
+from keyatten_lite.scoring.attention import BASE_METHODS, IDF_METHODS
 
 ATTENTION_IDF_METHODS = IDF_METHODS
 

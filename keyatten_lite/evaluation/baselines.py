@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidArgumentError
-from .evaluate import Document
+from keyatten_lite.errors import InvalidArgumentError
+from keyatten_lite.evaluation.metrics import Document
 
 DEFAULT_TOP_N = 15
 
@@ -25,7 +25,7 @@ SYSTEM_SPECS: dict[str, str] = {
     "lite:<bundle>:<method>[:int8]": "keyatten-lite with a bundle name or directory and a method "
     "(e.g. lite:minilm-l6-en:samrank_idf); _idf methods fit IDF on --idf-corpus or on the evaluated docs",
     "lite-default:<bundle>:<method>[:int8]": "keyatten-lite's default profile (raw-text reading, windows, "
-    "punctuation-bounded candidates, tuned layers and candidate scoring; keyatten_lite.default_profile); "
+    "punctuation-bounded candidates, tuned layers and candidate scoring; keyatten_lite.profiles.default); "
     "_idf methods fit IDF with the profile's own words on --idf-corpus or on the evaluated docs",
     "lite-bio:<bio_bundle>:<method>[:compat]": "keyatten-lite candidate_scoring='bio': the BIO bundle's spans "
     "(e.g. bio-minilm-en) ranked by an attention method of the default bundle of the language (one forward "
@@ -161,7 +161,7 @@ _ENGLISH_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 
 def english_stop_words() -> frozenset[str]:
     try:
-        from .stopwords import ENGLISH_STOP_WORDS
+        from keyatten_lite.text.stopwords import ENGLISH_STOP_WORDS
     except ImportError:  # the runtime list may not exist in a partial checkout; sklearn's is the same list
         from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS  # type: ignore[no-redef]
     return frozenset(ENGLISH_STOP_WORDS)
@@ -259,7 +259,7 @@ def _make_lite_extractor(context: RunContext, bundle: str, language: str, varian
     if context.extractor_factory is not None:
         return context.extractor_factory(model=bundle, language=language, variant=variant,
                                          intra_op_threads=context.threads)
-    from .extractor import KeyAttenExtractor
+    from keyatten_lite.extractors.keyatten import KeyAttenExtractor
 
     return KeyAttenExtractor(profile="compat", model=bundle, language=language, intra_op_threads=context.threads, variant=variant)
 
@@ -274,7 +274,7 @@ class LiteSystem(System):
 
     def check_available(self) -> None:
         if self.context.extractor_factory is None:  # a missing bundle is an error, raised before any work
-            from .bundle import resolve_bundle_path
+            from keyatten_lite.model.bundle import resolve_bundle_path
 
             resolve_bundle_path(self.bundle)
 
@@ -313,10 +313,10 @@ class LiteDefaultSystem(System):
         return ("lite-default methods", self.bundle, self.variant)
 
     def check_available(self) -> None:
-        from .scoring import base_method
+        from keyatten_lite.scoring.attention import base_method
 
         base_method(self.method)  # an unknown method fails before any work
-        from .bundle import resolve_bundle_path
+        from keyatten_lite.model.bundle import resolve_bundle_path
 
         resolve_bundle_path(self.bundle)
 
@@ -326,7 +326,7 @@ class LiteDefaultSystem(System):
                self.context.top_n, id(self.context.idf_texts))
         rankings = self.context.shared.get(key)
         if rankings is None or self.method not in rankings:
-            from .default_profile import DefaultProfileExtractor
+            from keyatten_lite.profiles.default import DefaultProfileExtractor
 
             language = _single_language(documents)
             extractor = DefaultProfileExtractor(
@@ -354,16 +354,16 @@ class LiteBioSystem(System):
         self.uses_idf = method.endswith("_idf")
 
     def check_available(self) -> None:
-        from .bio_mode import BIO_ALONE_METHODS
-        from .bundle import resolve_bundle_path
-        from .scoring import base_method
+        from keyatten_lite.scoring.bio import BIO_ALONE_METHODS
+        from keyatten_lite.model.bundle import resolve_bundle_path
+        from keyatten_lite.scoring.attention import base_method
 
         if self.method not in BIO_ALONE_METHODS:
             base_method(self.method)  # an unknown method fails before any work
         resolve_bundle_path(self.bio_bundle)
 
     def predict(self, documents: Sequence[Document]) -> list[list[str]]:
-        from .extractor import KeyAttenExtractor
+        from keyatten_lite.extractors.keyatten import KeyAttenExtractor
 
         language = _single_language(documents)
         # One extractor per configuration for the run, with its analysis store on: the lite-bio systems
@@ -402,16 +402,16 @@ class TfidfCandidatesSystem(System):
     @staticmethod
     def _segmenter(language: str) -> Callable[[str], tuple[list[str], list[str]]]:
         if language == "zh":
-            from .segment import ChineseSegmenter
+            from keyatten_lite.text.segment import ChineseSegmenter
 
             return ChineseSegmenter().segment
-        from .segment import segment_english
+        from keyatten_lite.text.segment import segment_english
 
         return segment_english
 
     def predict(self, documents: Sequence[Document]) -> list[list[str]]:
-        from .candidates import build_candidates_with_keys, candidate_mean_scores, rank_candidates
-        from .idf import IdfState, document_keys, tfidf_word_values
+        from keyatten_lite.text.candidates import build_candidates_with_keys, candidate_mean_scores, rank_candidates
+        from keyatten_lite.state.idf import IdfState, document_keys, tfidf_word_values
 
         language = _single_language(documents)
         segment = self._segmenter(language)
@@ -437,7 +437,7 @@ class TfidfCandidatesSystem(System):
         return predictions
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "candidates": "keyatten_lite.candidates.build_candidates (word mode)"}
+        return {**super().describe(), "candidates": "keyatten_lite.text.candidates.build_candidates (word mode)"}
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """`keyatten-lite bench`: speed and memory of keyatten-lite against keyatten 0.3.1 on torch.
 
-Every measurement runs in a fresh worker subprocess (``python -m keyatten_lite.bench --worker JSON``), so
+Every measurement runs in a fresh worker subprocess (``python -m keyatten_lite.evaluation.bench --worker JSON``), so
 that thread settings, imported libraries and peak RSS of one configuration never leak into another.
 Steps, interleaved per repeat and thread count:
 
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import InvalidArgumentError
+from keyatten_lite.errors import InvalidArgumentError
 
 _RESULT_MARKER = "@@BENCH_RESULT@@ "
 WARMUP_TEXT = {"en": "Graph neural networks learn representations of graph data.", "zh": "自然语言处理是人工智能的重要方向"}
@@ -52,7 +52,7 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def _load_texts(config: dict) -> tuple[list[str], str]:
-    from .evaluate import read_dataset
+    from keyatten_lite.evaluation.metrics import read_dataset
 
     documents = read_dataset(config["corpus"])[config.get("offset", 0) : config.get("offset", 0) + config["limit"]]
     if not documents:
@@ -72,7 +72,7 @@ def _timed_single_calls(extract, texts: Sequence[str]) -> list[float]:
 def _worker_lite(config: dict) -> dict:
     texts, language = _load_texts(config)
     started = time.perf_counter()
-    from .extractor import KeyAttenExtractor
+    from keyatten_lite.extractors.keyatten import KeyAttenExtractor
 
     extractor = KeyAttenExtractor(
         model=config["bundle"], language=language, variant=config["variant"], intra_op_threads=config["threads"],
@@ -251,7 +251,7 @@ def _worker_env(config: dict) -> dict[str, str]:
 
 def run_worker(config: dict, timeout_s: float | None = None) -> dict:
     """Run one step in a fresh interpreter; returns its result dict (``ok`` False with ``error`` on failure)."""
-    command = [sys.executable, "-m", "keyatten_lite.bench", "--worker", json.dumps(config)]
+    command = [sys.executable, "-m", "keyatten_lite.evaluation.bench", "--worker", json.dumps(config)]
     try:
         completed = subprocess.run(command, capture_output=True, text=True, env=_worker_env(config), timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -485,7 +485,7 @@ def speed_report(results: Sequence[dict]) -> str:
 
 
 def _cmd_bench_report(args: argparse.Namespace) -> int:
-    from .atomic import atomic_write_bytes
+    from keyatten_lite.state.atomic import atomic_write_bytes
 
     results = []
     for path in args.results:
@@ -514,7 +514,7 @@ def _csv(text: str, cast=str) -> list:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .cli_eval import machine_info, now_iso, package_versions, write_outputs
+    from keyatten_lite.cli.eval import machine_info, now_iso, package_versions, write_outputs
 
     if not Path(args.corpus).exists():
         raise InvalidArgumentError(f"{args.corpus}: no such corpus")
@@ -584,7 +584,7 @@ def register(subparsers) -> None:
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m keyatten_lite.bench")
+    parser = argparse.ArgumentParser(prog="python -m keyatten_lite.evaluation.bench")
     parser.add_argument("--worker", required=True, help="internal: one step's JSON config")
     return _worker_main(parser.parse_args(argv).worker)
 

@@ -21,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence, Union
 
-from .errors import InvalidArgumentError
+from keyatten_lite.errors import InvalidArgumentError
 
 __all__ = [
     "ChineseSegmenter",

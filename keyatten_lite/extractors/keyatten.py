@@ -19,8 +19,8 @@ from typing import Any, Union
 
 import numpy as np
 
-from . import scoring
-from .align import (
+from keyatten_lite.scoring import attention as scoring
+from keyatten_lite.model.align import (
     MAX_BATCH_CELLS,
     EncodedBatch,
     configured_tokenizer,
@@ -28,8 +28,8 @@ from .align import (
     length_sorted_batches,
     pad_encodings,
 )
-from .cache import DEFAULT_MAX_BYTES, DiskCache, DocumentEntry, cache_key
-from .candidates import (
+from keyatten_lite.state.cache import DEFAULT_MAX_BYTES, DiskCache, DocumentEntry, cache_key
+from keyatten_lite.text.candidates import (
     Candidate,
     build_candidates_with_keys,
     candidate_mean_scores,
@@ -37,10 +37,10 @@ from .candidates import (
     token_counts,
     valid_word_mask,
 )
-from .errors import InvalidArgumentError
-from .idf import IdfState, document_keys, lookup_fingerprint, tfidf_word_values
-from .segment import locate_word_offsets
-from .textguard import (
+from keyatten_lite.errors import InvalidArgumentError
+from keyatten_lite.state.idf import IdfState, document_keys, lookup_fingerprint, tfidf_word_values
+from keyatten_lite.text.segment import locate_word_offsets
+from keyatten_lite.text.guard import (
     DEFAULT_MAX_CHARS,
     TEXT_RULES_VERSION,
     check_max_chars,
@@ -217,7 +217,7 @@ class KeyAttenExtractor:
         # bio mode: with no model given, the BIO bundle's own attention may serve (see _bio_attention_source).
         self._model_defaulted = model is None
         if model is None:
-            from .registry import default_bundle_for
+            from keyatten_lite.model.registry import default_bundle_for
 
             model = default_bundle_for(language)
         if isinstance(model, (str, os.PathLike)) and str(model).lower().endswith(".onnx"):
@@ -274,7 +274,7 @@ class KeyAttenExtractor:
         if self._bundle is None:
             with self._lock:
                 if self._bundle is None:
-                    from .bundle import open_bundle
+                    from keyatten_lite.model.bundle import open_bundle
 
                     bundle = open_bundle(
                         self.model,
@@ -296,7 +296,7 @@ class KeyAttenExtractor:
         if self._segmenter is None:
             with self._lock:
                 if self._segmenter is None:
-                    from .textguard import BoundedChineseSegmenter
+                    from keyatten_lite.text.guard import BoundedChineseSegmenter
 
                     self._segmenter = BoundedChineseSegmenter(user_dict=self.user_dict)
         return self._segmenter
@@ -316,7 +316,7 @@ class KeyAttenExtractor:
             segmenter = self._segmenter_for_zh()
             with self._segment_lock:
                 return segmenter.segment(text)
-        from .segment import segment_english
+        from keyatten_lite.text.segment import segment_english
 
         return segment_english(text)
 
@@ -612,7 +612,7 @@ class KeyAttenExtractor:
             segmenter = self._segmenter_for_zh() if self.language == "zh" else None
             with self._lock:
                 if self._default is None:
-                    from .default_profile import DefaultProfileExtractor
+                    from keyatten_lite.profiles.default import DefaultProfileExtractor
 
                     layers = self.layer_indices if self.layer_indices is not None else (
                         [self.layer_index] if self.layer_index is not None else None
@@ -644,7 +644,7 @@ class KeyAttenExtractor:
         default = self._default_profile()
         keys: dict[int, str] = {}
         if self.cache is not None:
-            from . import __version__
+            from keyatten_lite import __version__
 
             config = {
                 "schema": "keyatten-lite-default-profile/1",
@@ -701,7 +701,7 @@ class KeyAttenExtractor:
     # ------------------------------------------------------------------ bio candidates (bio_mode.py)
     def _method_parts(self, method: Any) -> tuple[str | None, bool]:
         """``(base method, uses_idf)``; the BIO-alone methods (bio mode only) have no base method."""
-        from .bio_mode import BIO_ALONE_METHODS
+        from keyatten_lite.scoring.bio import BIO_ALONE_METHODS
 
         if isinstance(method, str) and method in BIO_ALONE_METHODS:
             if self.candidate_scoring != "bio":
@@ -714,7 +714,7 @@ class KeyAttenExtractor:
         if self._bio_extractor is None:
             with self._bio_lock:
                 if self._bio_extractor is None:
-                    from .bio import BIOExtractor
+                    from keyatten_lite.extractors.bio_tagger import BIOExtractor
 
                     bio = BIOExtractor(
                         self.bio_model_path,
@@ -740,8 +740,8 @@ class KeyAttenExtractor:
         the spans and the attention. With no ``model`` given and the default attention bundle not
         built, the BIO bundle's own attention serves (it exports every layer).
         """
-        from .bundle import read_manifest, resolve_bundle_path
-        from .errors import BundleNotFoundError
+        from keyatten_lite.model.bundle import read_manifest, resolve_bundle_path
+        from keyatten_lite.errors import BundleNotFoundError
 
         bio_manifest = bio.bundle.manifest
         try:
@@ -773,7 +773,7 @@ class KeyAttenExtractor:
             return [], []
         if self.profile == "compat" or self.layer_indices is not None or self.layer_index is not None:
             return self._read_layers()
-        from .default_profile import tuned_layers
+        from keyatten_lite.profiles.default import tuned_layers
 
         self._bio()
         layers = list(tuned_layers(self._bio_attention_name or "", base) or [-1])
@@ -782,8 +782,8 @@ class KeyAttenExtractor:
     def _bio_words(self, text: str) -> tuple[list[str], np.ndarray, np.ndarray]:
         """Default bio profile: (keys, valid, character spans) of the words IDF applies to (the default
         profile's words: English regex words with offsets, Chinese jieba words)."""
-        from .default_profile import chinese_words, english_valid_mask, english_words
-        from .normalize import normalize_phrase
+        from keyatten_lite.profiles.default import chinese_words, english_valid_mask, english_words
+        from keyatten_lite.text.normalize import normalize_phrase
 
         if self.language == "en":
             words, spans, _ = english_words(text)
@@ -802,8 +802,8 @@ class KeyAttenExtractor:
             assert doc is not None
             spans = np.asarray(locate_word_offsets(text, doc.words), dtype=np.int64).reshape(-1, 2)
             return spans, tfidf_word_values(doc.words, doc.tags, self.language, lookup)
-        from .bio_mode import word_tfidf_values
-        from .default_profile import unseen_idf_value
+        from keyatten_lite.scoring.bio import word_tfidf_values
+        from keyatten_lite.profiles.default import unseen_idf_value
 
         keys, valid, spans = self._bio_words(text)
         count = idf_state.doc_count if idf_state is not None and idf_state.has_counts else None
@@ -813,7 +813,7 @@ class KeyAttenExtractor:
     def _bio_attention_windows(self, texts: Sequence[str], first_only: bool, batch_size: int, reduce) -> list[list]:
         """Attention bundle windows (not shared with the BIO graph): per text, ``reduce(text, window,
         attention)`` of each window read."""
-        from .bio import overflow_windows, run_windows, window_tokenizer
+        from keyatten_lite.extractors.bio_tagger import overflow_windows, run_windows, window_tokenizer
 
         bundle = self.bundle
         if self._bio_window_tokenizer is None:
@@ -835,7 +835,7 @@ class KeyAttenExtractor:
         self, texts: Sequence[str], bases: Sequence[str], positions: Sequence[int], compat: bool, batch_size: int
     ):
         """BIO spans and per-window token scores (``bases`` at ``positions``) of each text."""
-        from .bio_mode import BIOAnalysis, WindowTokens
+        from keyatten_lite.scoring.bio import BIOAnalysis, WindowTokens
 
         def window_tokens(text: str, window, attention: np.ndarray):
             if compat and window.window_index > 0:  # 0.3.1 reads the first (truncated) window only
@@ -879,8 +879,8 @@ class KeyAttenExtractor:
         batch_size: int,
     ) -> list[list[tuple[str, float]]]:
         """§4.8 (profile compat) or its fixed form (default); BIO-alone methods rank spans without attention."""
-        from .bio_mode import bio_span_scores, window_token_values
-        from .normalize import normalize_phrase
+        from keyatten_lite.scoring.bio import bio_span_scores, window_token_values
+        from keyatten_lite.text.normalize import normalize_phrase
 
         compat = self.profile == "compat"
         cleaned = [self._clean_text(t) for t in texts]
@@ -943,7 +943,7 @@ class KeyAttenExtractor:
     # ------------------------------------------------------------------ cache
     def _cache_config(self) -> dict:
         """Everything that changes a document's analysis, except the document and the dictionary."""
-        from . import __version__
+        from keyatten_lite import __version__
 
         bundle = self.bundle
         positions, weights = self._read_layers()
@@ -1253,7 +1253,7 @@ def _check_bio_model_path(path: Any) -> str | os.PathLike:
             f"bio_model_path {os.fspath(path)!r} looks like a torch checkpoint; keyatten-lite loads no pickles. "
             "Use a BIO bundle (`keyatten-lite models build` makes bio-minilm-en and bio-e5-small-zh)"
         )
-    from .bundle import resolve_bundle_path
+    from keyatten_lite.model.bundle import resolve_bundle_path
 
     resolve_bundle_path(path)  # BundleNotFoundError with the build command when it is missing
     return path

@@ -1,6 +1,6 @@
 """``candidate_scoring="bio"``: BIO-tagged spans as candidates, ranked by attention (§4.8) or alone.
 
-The candidates are a BIO bundle's Viterbi spans (:class:`keyatten_lite.bio.BIOExtractor`, windowed).
+The candidates are a BIO bundle's Viterbi spans (:class:`keyatten_lite.extractors.bio_tagger.BIOExtractor`, windowed).
 Each is scored on its occurrences in the text with the token path's scores (§3.4, optionally the §3.6
 IDF product). Two profiles:
 
@@ -14,7 +14,7 @@ IDF product). Two profiles:
   default profile's unseen IDF instead of 0.
 
 "BIO alone" methods rank the spans without attention: ``bio_confidence`` (tagger confidence, see
-:func:`keyatten_lite.bio.span_confidence`) and ``bio_order`` (first occurrence first).
+:func:`keyatten_lite.extractors.bio_tagger.span_confidence`) and ``bio_order`` (first occurrence first).
 
 Everything here is a pure function over numpy arrays and lists; the extractor drives the model.
 """
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import scoring
+from keyatten_lite.scoring import attention as scoring
 
 __all__ = [
     "BIO_ALONE_METHODS",

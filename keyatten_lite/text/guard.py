@@ -19,8 +19,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from .errors import InvalidArgumentError
-from .segment import ChineseSegmenter
+from keyatten_lite.errors import InvalidArgumentError
+from keyatten_lite.text.segment import ChineseSegmenter
 
 __all__ = [
     "DEFAULT_MAX_CHARS",

@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from .errors import InvalidArgumentError
+from keyatten_lite.errors import InvalidArgumentError
 
 __all__ = [
     "HOME_ENV",

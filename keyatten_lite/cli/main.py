@@ -55,12 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     fit.add_argument("--merge", action="append", default=[], help="existing IDF file to add to the counts")
     fit.set_defaults(func=_cmd_idf_fit)
 
-    from . import cli_cache, cli_models
+    from keyatten_lite.cli import cache as cli_cache
+    from keyatten_lite.cli import models as cli_models
 
     cli_models.register(sub)
     cli_cache.register(sub)
     try:
-        from . import cli_eval
+        from keyatten_lite.cli import eval as cli_eval
     except ImportError:  # the measurement harness is optional in stripped-down installs
         cli_eval = None
     if cli_eval is not None:
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    from .errors import KeyAttenLiteError
+    from keyatten_lite.errors import KeyAttenLiteError
 
     try:
         return int(args.func(args) or 0)
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
 # ---------------------------------------------------------------------- extract
 def _cmd_extract(args: argparse.Namespace) -> int:
-    from .errors import InvalidArgumentError
+    from keyatten_lite.errors import InvalidArgumentError
 
     if args.top_k < 1:
         raise InvalidArgumentError("--top-k must be >= 1")
@@ -91,7 +92,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
     def extractor_for(lang: str):
         if lang not in extractors:
-            from .extractor import KeyAttenExtractor
+            from keyatten_lite.extractors.keyatten import KeyAttenExtractor
 
             ex = KeyAttenExtractor(
                 model=args.model,
@@ -164,7 +165,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
 
 def _read_jsonl(source: str | TextIO) -> Iterator[dict]:
-    from .errors import InvalidArgumentError
+    from keyatten_lite.errors import InvalidArgumentError
 
     handle = open(source, encoding="utf-8") if isinstance(source, str) else source
     try:
@@ -184,7 +185,7 @@ def _read_jsonl(source: str | TextIO) -> Iterator[dict]:
 
 
 def _atomic_write_text(path: str, text: str) -> None:
-    from .atomic import atomic_write_bytes
+    from keyatten_lite.state.atomic import atomic_write_bytes
 
     atomic_write_bytes(path, text.encode("utf-8"), prefix=".keyatten-lite-")
 
@@ -212,8 +213,8 @@ class _Progress:
 
 # ---------------------------------------------------------------------- idf
 def _cmd_idf_fit(args: argparse.Namespace) -> int:
-    from .extractor import KeyAttenExtractor
-    from .idf import IdfState
+    from keyatten_lite.extractors.keyatten import KeyAttenExtractor
+    from keyatten_lite.state.idf import IdfState
 
     texts: list[str] = []
     for path in args.corpus:

@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from .candidates import Candidate
-from .atomic import atomic_write_bytes
-from .errors import InvalidArgumentError
+from keyatten_lite.text.candidates import Candidate
+from keyatten_lite.state.atomic import atomic_write_bytes
+from keyatten_lite.errors import InvalidArgumentError
 
 __all__ = [
     "CACHE_FORMAT",

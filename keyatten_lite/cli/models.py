@@ -10,7 +10,7 @@ import argparse
 import importlib.util
 import sys
 
-from .errors import KeyAttenLiteError
+from keyatten_lite.errors import KeyAttenLiteError
 
 __all__ = ["register", "EXPORT_INSTALL_HINT"]
 
@@ -108,7 +108,7 @@ def _layers_text(entry: dict) -> str:
 def _cmd_list(args) -> int:
     import json
 
-    from .registry import DEFAULT_BIO_BUNDLES, DEFAULT_BUNDLES, bundles_dir, list_installed
+    from keyatten_lite.model.registry import DEFAULT_BIO_BUNDLES, DEFAULT_BUNDLES, bundles_dir, list_installed
 
     entries = list_installed()
     if args.json:

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import InvalidArgumentError
+from keyatten_lite.errors import InvalidArgumentError
 
 VERSIONED_PACKAGES = (
     "keyatten-lite", "numpy", "onnxruntime", "tokenizers", "jieba", "nltk", "yake", "scikit-learn",
@@ -97,7 +97,7 @@ def write_outputs(result: dict, markdown: str, json_path: str | os.PathLike, mar
 
 def _read_idf_corpus(path: str) -> list[str]:
     """An IDF corpus: a dataset (JSONL with "text", or a docsutf8/keys folder) or plain text, one document per line."""
-    from .evaluate import read_dataset
+    from keyatten_lite.evaluation.metrics import read_dataset
 
     target = Path(path)
     if target.is_file() and target.suffix not in (".jsonl", ".json"):
@@ -129,8 +129,8 @@ def run_evaluation(
     """Run every system on the documents and score it; paired bootstrap of each system against ``reference``
     (default: the first system that ran). Returns the result dict written as JSON; ``predictions`` holds
     each system's ranked phrases (the caller drops it from the JSON unless asked)."""
-    from .baselines import RunContext, SystemUnavailable, build_system
-    from .evaluate import (
+    from keyatten_lite.evaluation.baselines import RunContext, SystemUnavailable, build_system
+    from keyatten_lite.evaluation.metrics import (
         aggregate_scores, match_counts, paired_bootstrap, per_document_scores, present_gold_share, unique_normalised,
     )
 
@@ -292,8 +292,8 @@ def _parse_ks(text: str) -> list[int]:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .baselines import RunContext
-    from .evaluate import NAMED_SPLITS, read_dataset, read_ids_file, select_documents
+    from keyatten_lite.evaluation.baselines import RunContext
+    from keyatten_lite.evaluation.metrics import NAMED_SPLITS, read_dataset, read_ids_file, select_documents
 
     ks = _parse_ks(args.ks)
     if args.top_n < max(ks):
@@ -347,7 +347,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     """Add the `eval` and `bench` sub-commands to the keyatten-lite parser."""
-    from .evaluate import NAMED_SPLITS
+    from keyatten_lite.evaluation.metrics import NAMED_SPLITS
 
     ev = subparsers.add_parser(
         "eval", help="keyphrase quality (P/R/F1@k) of keyatten-lite and baselines on a dataset",
@@ -379,6 +379,6 @@ def register(subparsers) -> None:
     ev.add_argument("-q", "--quiet", action="store_true")
     ev.set_defaults(func=_cmd_eval)
 
-    from . import bench
+    from keyatten_lite.evaluation import bench
 
     bench.register(subparsers)

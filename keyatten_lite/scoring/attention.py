@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import InvalidArgumentError
+from keyatten_lite.errors import InvalidArgumentError
 
 BASE_METHODS: tuple[str, ...] = (
     "cls_attn",

@@ -30,11 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from . import scoring
-from .align import MAX_BATCH_CELLS, length_sorted_batches
-from .errors import InvalidArgumentError
-from .normalize import joinable_word_key, normalize_phrase
-from .stopwords import ENGLISH_STOP_WORDS
+from keyatten_lite.scoring import attention as scoring
+from keyatten_lite.model.align import MAX_BATCH_CELLS, length_sorted_batches
+from keyatten_lite.errors import InvalidArgumentError
+from keyatten_lite.text.normalize import joinable_word_key, normalize_phrase
+from keyatten_lite.text.stopwords import ENGLISH_STOP_WORDS
 
 __all__ = [
     "CandidateSet",
@@ -193,7 +193,7 @@ def english_valid_mask(words: Sequence[str]) -> np.ndarray:
 
 def chinese_words(text: str, segmenter) -> tuple[list[str], list[str], np.ndarray]:
     """jieba words and tags (as the compatible path) with their ``[n, 2]`` spans in ``text``."""
-    from .segment import locate_word_offsets
+    from keyatten_lite.text.segment import locate_word_offsets
 
     words, tags = segmenter.segment(text)
     spans = np.asarray(locate_word_offsets(text, words), dtype=np.int64).reshape(-1, 2)
@@ -572,7 +572,7 @@ class DefaultProfileExtractor:
         if language not in ("en", "zh"):
             raise InvalidArgumentError(f"language must be 'en' or 'zh', got {language!r}")
         if bundle_or_name is None:
-            from .registry import default_bundle_for
+            from keyatten_lite.model.registry import default_bundle_for
 
             bundle_or_name = default_bundle_for(language)
         self.language = language
@@ -596,7 +596,7 @@ class DefaultProfileExtractor:
                     if hasattr(self._bundle_arg, "run_attention"):
                         self._bundle = self._bundle_arg
                     else:
-                        from .bundle import open_bundle
+                        from keyatten_lite.model.bundle import open_bundle
 
                         self._bundle = open_bundle(
                             self._bundle_arg, variant=self._variant, intra_op_threads=self._threads
@@ -627,10 +627,10 @@ class DefaultProfileExtractor:
             words, spans, segments = english_words(text)
             return words, None, spans, segments, english_valid_mask(words)
         if self._segmenter is None:
-            from .segment import ChineseSegmenter
+            from keyatten_lite.text.segment import ChineseSegmenter
 
             self._segmenter = ChineseSegmenter(user_dict=self._user_dict)
-        from .candidates import valid_word_mask
+        from keyatten_lite.text.candidates import valid_word_mask
 
         words, tags, spans = chinese_words(text, self._segmenter)
         return words, tags, spans, None, valid_word_mask(words, tags, "zh")
@@ -655,14 +655,14 @@ class DefaultProfileExtractor:
 
     def fit_idf(self, texts: Sequence[str]):
         """An ``IdfState`` counted over ``texts`` with this profile's words (§5.2 formula)."""
-        from .idf import IdfState
+        from keyatten_lite.state.idf import IdfState
 
         state = IdfState()
         state.fit_keys(self.document_keys(t) for t in texts)
         return state
 
     def _idf(self, idf) -> tuple[Mapping[str, float], float]:
-        from .idf import IdfState
+        from keyatten_lite.state.idf import IdfState
 
         if isinstance(idf, IdfState):
             lookup = idf.lookup()

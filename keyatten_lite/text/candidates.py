@@ -9,9 +9,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import InvalidArgumentError
-from .normalize import normalize_phrase
-from .stopwords import ENGLISH_STOP_WORDS
+from keyatten_lite.errors import InvalidArgumentError
+from keyatten_lite.text.normalize import normalize_phrase
+from keyatten_lite.text.stopwords import ENGLISH_STOP_WORDS
 
 __all__ = [
     "Candidate",

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .errors import BundleError, InvalidArgumentError
+from keyatten_lite.errors import BundleError, InvalidArgumentError
 
 __all__ = [
     "TAGS",
@@ -373,12 +373,12 @@ def mine_recall_oriented_phrases(
     """§7.6: noun-headed jieba word n-grams (2-16 characters), de-duplicated on the normalised key.
 
     Chinese only (other languages give ``[]``). ``segmenter`` defaults to the shared plain
-    :class:`keyatten_lite.segment.ChineseSegmenter` (no user dictionary).
+    :class:`keyatten_lite.text.segment.ChineseSegmenter` (no user dictionary).
     """
     if language != "zh" or not isinstance(text, str) or not text.strip():
         return []
-    from .normalize import normalize_phrase
-    from .segment import segment_text
+    from keyatten_lite.text.normalize import normalize_phrase
+    from keyatten_lite.text.segment import segment_text
 
     words, tags = segment_text(text, "zh", segmenter)
     phrases: list[str] = []
@@ -578,7 +578,7 @@ class BIOExtractor:
         max_length: int | None = None,
         providers: Sequence[str] | None = None,
     ):
-        from .bundle import open_bundle
+        from keyatten_lite.model.bundle import open_bundle
 
         self.bundle = open_bundle(
             model, variant=variant, intra_op_threads=intra_op_threads, providers=list(providers) if providers else None

@@ -17,10 +17,10 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .candidates import token_counts, valid_word_mask
-from .atomic import atomic_write_bytes
-from .errors import InvalidArgumentError
-from .normalize import normalize_phrase
+from keyatten_lite.text.candidates import token_counts, valid_word_mask
+from keyatten_lite.state.atomic import atomic_write_bytes
+from keyatten_lite.errors import InvalidArgumentError
+from keyatten_lite.text.normalize import normalize_phrase
 
 __all__ = ["FILE_HEADER", "IdfState", "document_keys", "idf_value", "tfidf_word_values"]
 

@@ -1,0 +1,5 @@
+import sys
+
+from keyatten_lite.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The measurement harness (eval, baselines, bench). The runtime never imports this package."""

@@ -1,0 +1,1 @@
+"""Profiles: which reader, candidate rules, scoring and constants a pipeline runs with."""

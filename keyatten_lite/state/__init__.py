@@ -1,0 +1,1 @@
+"""State kept across calls and processes: IDF statistics, the disk cache, atomic file writes."""

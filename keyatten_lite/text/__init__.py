@@ -1,0 +1,1 @@
+"""Text side of the pipeline, no model: input bounds, segmentation, phrase keys and candidates."""
