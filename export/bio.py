@@ -39,7 +39,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from keyatten_lite.extractors.bio_tagger import BIO_KIND, TAG_B, TAG_I, TAG_O, TAGS, bio_tags_to_spans, dedup_lower, spans_to_text
+from keyatten_lite.extractors.bio_tagger import BIO_KIND
+from keyatten_lite.scoring.bio_decode import TAG_B, TAG_I, TAG_O, TAGS, bio_tags_to_spans, dedup_lower, spans_to_text
 
 from . import ExportError, ParityError
 from . import manifest as manifest_mod
@@ -646,7 +647,7 @@ def _trace(graph_module, onnx_path: Path, sample_length: int = 16) -> float:
 
 def _emission_parity(torch_runs, onnx_runs, batches, head: BIOHead, tolerance: float | None) -> dict:
     """Max |torch - ORT| emissions over valid tokens; numpy Viterbi paths of both, compared."""
-    from keyatten_lite.extractors.bio_tagger import viterbi_decode
+    from keyatten_lite.scoring.bio_decode import viterbi_decode
 
     worst, paths_equal, sequences = 0.0, 0, 0
     for (ids, mask), ref, got in zip(batches, torch_runs, onnx_runs):

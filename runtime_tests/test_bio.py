@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keyatten_lite.extractors.bio_tagger import (
+from keyatten_lite.scoring.bio_decode import (
     PROFILES,
     TAG_B,
     TAG_I,

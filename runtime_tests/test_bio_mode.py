@@ -170,7 +170,7 @@ def test_default_does_not_need_word_candidates(tiny):
 def test_long_texts_are_scored_in_every_window(tiny):
     text = " ".join(TEXTS * 6) + " quantum zebra"
     ex = extractor(tiny, bio="all_b")
-    assert ex._bio().run(text).n_windows > 1
+    assert ex.resources.bio().run(text).n_windows > 1
     default = dict(ex.extract_keywords(text, method="samrank", top_k=1000, with_scores=True))
     compat = dict(extractor(tiny, bio="all_b", profile="compat").extract_keywords(text, method="samrank", top_k=1000, with_scores=True))
     tail = [s for s in default if s in "quantum zebra"]
@@ -189,12 +189,12 @@ def test_one_forward_pass_when_the_backbone_is_shared(tiny, monkeypatch):
     monkeypatch.setattr(Bundle, "run_attention", lambda self, *a, **k: calls.append((self.name, "attention")) or run_attention(self, *a, **k))
     shared = extractor(tiny)
     got_shared = shared.extract_keywords(TEXTS[0], method="samrank", top_k=20, with_scores=True)
-    assert shared._bio_shared and calls == [("bio-tiny", "outputs")]
-    assert shared.bundle is shared._bio().bundle
+    assert shared.resources.bio_shared and calls == [("bio-tiny", "outputs")]
+    assert shared.bundle is shared.resources.bio().bundle
     calls.clear()
     separate = extractor(tiny, model="foreign")
     got_separate = separate.extract_keywords(TEXTS[0], method="samrank", top_k=20, with_scores=True)
-    assert not separate._bio_shared
+    assert not separate.resources.bio_shared
     assert sorted(calls) == [("bio-tiny", "outputs"), ("tiny-attention", "outputs")]
     # Same weights in both graphs: the same ranking.
     assert [p for p, _ in got_shared] == [p for p, _ in got_separate]
@@ -288,7 +288,7 @@ def test_trained_bundles_on_real_text(bio_name, attention, language, data):
     ex = KeyAttenExtractor(language=language, candidate_scoring="bio", bio_model_path=bio_name)
     ex.fit_idf(texts)
     batch = ex.extract_keywords_batch(texts, method="samrank_idf", top_k=10, with_scores=True)
-    assert ex._bio_shared  # the default attention bundle and the BIO bundle share the backbone
+    assert ex.resources.bio_shared  # the default attention bundle and the BIO bundle share the backbone
     assert sum(len(r) for r in batch) >= 10
     for text, ranked in zip(texts, batch):
         assert all(p.lower() in text.lower() for p, _ in ranked)
@@ -315,10 +315,11 @@ def test_lite_bio_eval_systems_share_one_pass(tiny, monkeypatch, tmp_path):
     monkeypatch.setattr(Bundle, "run_outputs", lambda self, *a, **k: calls.append(1) or run_outputs(self, *a, **k))
     results = {}
     context = RunContext(top_n=5)  # the systems of one run share it
-    for method in ("samrank_idf", "cls_attn", "bio_confidence"):
-        spec = build_system(f"lite-bio:{tiny['bio']}:{method}", context)
+    systems = [build_system(f"lite-bio:{tiny['bio']}:{m}", context) for m in ("samrank_idf", "cls_attn", "bio_confidence")]
+    for spec in systems:  # as run_evaluation does: every system is built before any predicts
         spec.check_available()
-        results[method] = spec.predict(docs)
+    for spec in systems:
+        results[spec.method] = spec.predict(docs)
     assert len(calls) == 1  # the BIO + attention pass ran once for all three systems (one batch)
     ex = extractor(tiny)
     ex.fit_idf(TEXTS)

@@ -128,7 +128,7 @@ def test_single_and_batch_calls_share_entries(en_bundle, tmp_path, monkeypatch):
 def test_blank_documents_need_no_model(en_bundle, tmp_path):
     ex = _extractor(en_bundle, tmp_path)
     assert ex.extract_keywords_batch(["", "  \n"]) == [[], []]
-    assert ex._bundle is None
+    assert not ex.resources.bundle_loaded
 
 
 def test_chinese_hits_survive_title_registration(zh_bundle, plain_zh, tmp_path, monkeypatch):
@@ -139,16 +139,16 @@ def test_chinese_hits_survive_title_registration(zh_bundle, plain_zh, tmp_path, 
     expected = plain.extract_keywords_batch(docs, with_scores=True)
     ex = _extractor(zh_bundle, tmp_path, language="zh")
     assert ex.extract_keywords_batch(docs, with_scores=True) == expected
-    before = ex._segmenter.dictionary_fingerprint()
+    before = ex.resources.segmenter.dictionary_fingerprint()
     _forbid_forward_pass(monkeypatch, ex)
     assert ex.extract_keywords_batch(docs, with_scores=True) == plain.extract_keywords_batch(docs, with_scores=True)
-    assert ex._segmenter.dictionary_fingerprint() != before, "a hit must still register the title"
+    assert ex.resources.segmenter.dictionary_fingerprint() != before, "a hit must still register the title"
     # A fresh extractor is answered from the text keys (no segmentation), and the title document
     # still registers its title, so its dictionary ends where an uncached run's does.
     fresh = _extractor(zh_bundle, tmp_path, language="zh")
     assert fresh.extract_keywords_batch(docs, with_scores=True) == expected
     assert fresh.cache.stats["keywords_hits"] == len(docs) and fresh.cache.stats["keywords_misses"] == 0
-    assert fresh._segmenter.dictionary_fingerprint() == before
+    assert fresh.resources.segmenter.dictionary_fingerprint() == before
 
 
 # ------------------------------------------------------------------------------- key components
@@ -216,9 +216,9 @@ def test_bundle_package_and_library_versions_are_in_the_key(en_bundle, tmp_path,
 
         monkeypatch.setattr(keyatten_lite, "__version__", "999.0")
     else:
-        import keyatten_lite.extractors.keyatten as extractor_module
+        import keyatten_lite.pipeline.cached as cached_module
 
-        monkeypatch.setattr(extractor_module, "_library_versions", lambda language: {"nltk": "0.0", "jieba": "0.0"})
+        monkeypatch.setattr(cached_module, "library_versions", lambda language: {"nltk": "0.0", "jieba": "0.0"})
     ex.extract_keywords(EN_DOCS[0])
     assert ex.cache.stats["keywords_hits"] == 0 and ex.cache.stats["documents_hits"] == 0
 

@@ -246,10 +246,10 @@ def test_extractor_picks_the_recommended_layer(qwen3_bundle, qwen2_bundle):
 
     extractor = KeyAttenExtractor(model=str(qwen3_bundle), language="zh")
     assert extractor.is_causal
-    assert extractor._read_layers() == ([0], [1.0])
+    assert extractor.resources.read_layers() == ([0], [1.0])
     assert extractor.bundle.exported_layers[0] == extractor.bundle.manifest["default_layer"] == DEFAULT_LAYER
     two = KeyAttenExtractor(model=str(qwen2_bundle), language="zh")
-    assert two._read_layers() == ([1], [1.0])  # layer 4 is the second of [2, 4]
+    assert two.resources.read_layers() == ([1], [1.0])  # layer 4 is the second of [2, 4]
 
 
 @pytest.mark.parametrize("which", ["qwen3", "qwen2"])

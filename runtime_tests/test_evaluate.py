@@ -464,22 +464,23 @@ def test_default_profile_systems_share_one_pass(monkeypatch):
     """Several lite-default methods on one bundle: one extractor pass computes them all, each system
     gets its own method's rankings, and the IDF label is still right."""
     from keyatten_lite.evaluation import baselines
-    from keyatten_lite.profiles import default as default_profile
+    from keyatten_lite.extractors import keyatten
 
     calls = []
 
     class FakeExtractor:
-        def __init__(self, bundle, language, **kwargs):
-            self.bundle = bundle
+        def __init__(self, model, language, **kwargs):
+            self.model, self.variant = model, kwargs.get("variant")
+            self.fitted = None
 
         def fit_idf(self, texts):
-            return {"fitted_on": len(texts)}
+            self.fitted = len(texts)
 
-        def extract_keywords_methods(self, texts, methods, top_k, idf, with_scores=True):
-            calls.append((tuple(methods), idf))
-            return {m: [[f"{m}-{i}"] for i in range(len(texts))] for m in methods}
+        def extract_keywords_methods(self, texts, methods, top_k, batch_size=16):
+            calls.append((tuple(methods), self.fitted, self.variant))
+            return {m: [[(f"{m}-{i}", 1.0)] for i in range(len(texts))] for m in methods}
 
-    monkeypatch.setattr(default_profile, "DefaultProfileExtractor", FakeExtractor)
+    monkeypatch.setattr(keyatten, "KeyAttenExtractor", FakeExtractor)
     context = baselines.RunContext()
     specs = ["lite-default:b:samrank_idf", "lite-default:b:cls_attn", "lite-default:b:cls_attn:int8"]
     systems = [baselines.build_system(s, context) for s in specs]
@@ -488,5 +489,5 @@ def test_default_profile_systems_share_one_pass(monkeypatch):
     assert outputs[0] == [["samrank_idf-0"], ["samrank_idf-1"]]
     assert outputs[1] == [["cls_attn-0"], ["cls_attn-1"]] and outputs[2] == outputs[1]
     # fp32: one pass for both methods with IDF fitted on the documents; int8 is another bundle variant
-    assert calls == [(("samrank_idf", "cls_attn"), {"fitted_on": 2}), (("cls_attn",), None)]
+    assert calls == [(("samrank_idf", "cls_attn"), 2, "fp32"), (("cls_attn",), None, "int8")]
     assert systems[0].label.endswith("(transductive idf)") and systems[1].label == "lite-default:b:cls_attn"

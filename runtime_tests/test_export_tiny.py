@@ -21,7 +21,8 @@ pytest.importorskip("transformers")
 pytest.importorskip("onnx")
 
 import keyatten_lite_export  # noqa: E402
-from keyatten_lite.model.bundle import open_bundle, read_onnx_io  # noqa: E402
+from keyatten_lite.model.bundle import open_bundle
+from keyatten_lite.model.onnx_io import read_onnx_io  # noqa: E402
 from keyatten_lite.errors import BundleError, ChecksumError, InvalidArgumentError  # noqa: E402
 from keyatten_lite_export import ExportError, ParityError, verify  # noqa: E402
 from keyatten_lite_export.__main__ import main as export_main  # noqa: E402

@@ -55,7 +55,7 @@ def test_idf_methods_need_idf_before_any_forward_pass(en_bundle, monkeypatch):
     ex = KeyAttenExtractor(profile="compat", model=en_bundle, language="en")
     with pytest.raises(InvalidArgumentError, match="IDF"):
         ex.extract_keywords(EN_TEXT, method="samrank_idf")
-    assert ex._bundle is None, "the model must not be loaded just to fail"
+    assert not ex.resources.bundle_loaded, "the model must not be loaded just to fail"
 
 
 def test_idf_methods_use_the_fitted_state_and_an_explicit_lookup(en):
@@ -193,13 +193,18 @@ def test_all_twelve_method_names_are_accepted(en):
 
 # ---------------------------------------------------------------------- default profile routing
 def test_default_profile_is_what_users_get(en_bundle):
-    from keyatten_lite.profiles.default import DefaultProfileExtractor
+    from keyatten_lite.pipeline import compat, default
+    from keyatten_lite.pipeline.inputs import raw_reading_text
+    from keyatten_lite.pipeline.stages import run_stages
 
     ex = KeyAttenExtractor(model=en_bundle, language="en")
     assert ex.profile == "default"
+    assert ex.pipeline.stages_for([EN_TEXT]) is default.RAW_TEXT
+    assert ex.pipeline.stages_for([["graph", "data"]]) is compat.WORDS  # token lists keep 0.3.1's stages
     ours = ex.extract_keywords(EN_TEXT, method="samrank", top_k=8, with_scores=True)
-    direct = DefaultProfileExtractor(en_bundle, "en").extract_keywords(EN_TEXT, "samrank", 8, with_scores=True)
-    assert ours == [(p, float(s)) for p, s in direct]
+    reading = raw_reading_text(EN_TEXT, ex.max_chars)
+    direct = run_stages(default.RAW_TEXT, ex.resources, [reading], ["samrank"], 8, None, 16)["samrank"][0]
+    assert ours == direct
     compat = KeyAttenExtractor(model=en_bundle, language="en", profile="compat")
     assert ours != compat.extract_keywords(EN_TEXT, method="samrank", top_k=8, with_scores=True)
 
@@ -231,7 +236,7 @@ def test_token_lists_and_token_span_use_the_compat_pipeline(en_bundle):
 def test_blank_text_does_not_open_the_bundle(tmp_path):
     ex = KeyAttenExtractor(model=tmp_path / "missing-bundle", language="en")
     assert ex.extract_keywords_batch(["", "  \n"]) == [[], []]
-    assert ex._bundle is None
+    assert not ex.resources.bundle_loaded
 
 
 def test_unknown_profile_is_rejected(en_bundle):

@@ -266,7 +266,7 @@ def test_idf_method_without_idf_fails_before_the_model_loads(en_bundle, tmp_path
         ex = KeyAttenExtractor(model=en_bundle, language="en", cache_enabled=cache, cache_dir=tmp_path)
         with pytest.raises(InvalidArgumentError, match="IDF"):
             ex.extract_keywords_batch([EN_TEXT, "more text"], method="fusion_attn_idf")
-        assert ex._bundle is None
+        assert not ex.resources.bundle_loaded
 
 
 def test_missing_bundle_is_reported(tmp_path):

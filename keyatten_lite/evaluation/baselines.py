@@ -294,93 +294,100 @@ class LiteSystem(System):
         return {**super().describe(), "bundle": self.bundle, "method": self.method, "variant": self.variant}
 
 
-class LiteDefaultSystem(System):
-    """keyatten-lite's default profile: ``lite-default:<bundle>:<method>[:int8]``.
+class _SharedPassSystem(System):
+    """Systems of one configuration share a single pass over the documents: the first one to run asks
+    ``KeyAttenExtractor.extract_keywords_methods`` for the methods of all of them, so its ``seconds``
+    hold the model time of all of them and the others' only a lookup."""
 
-    Every ``lite-default`` system on the same bundle and variant in one run shares a single pass over
-    the documents (``DefaultProfileExtractor.extract_keywords_methods``): the first one to run computes
-    all their rankings, so its ``seconds`` hold the model time of all of them and the others' only a lookup.
-    """
-
-    def __init__(self, spec: str, context: RunContext, bundle: str, method: str, variant: str = "fp32") -> None:
+    def __init__(self, spec: str, context: RunContext, method: str) -> None:
         super().__init__(spec, context)
-        self.bundle, self.method, self.variant = bundle, method, variant
+        self.method = method
         self.uses_idf = method.endswith("_idf")
         context.shared.setdefault(self._siblings_key, []).append(method)
+
+    @property
+    def _siblings_key(self) -> tuple:
+        raise NotImplementedError
+
+    def _extractor(self, language: str):
+        raise NotImplementedError
+
+    def predict(self, documents: Sequence[Document]) -> list[list[str]]:
+        idf_texts = self.idf_texts(documents)  # also marks the label transductive or not
+        key = (self._siblings_key, "rankings", tuple(d.id for d in documents), self.context.top_n,
+               id(self.context.idf_texts))
+        rankings = self.context.shared.get(key)
+        if rankings is None or self.method not in rankings:
+            extractor = self._extractor(_single_language(documents))
+            methods = list(dict.fromkeys(self.context.shared.get(self._siblings_key, [self.method])))
+            if any(m.endswith("_idf") for m in methods):
+                extractor.fit_idf(idf_texts)
+            ranked = extractor.extract_keywords_methods(
+                [d.text for d in documents], methods, self.context.top_n, batch_size=self.context.batch_size
+            )
+            rankings = {m: [[p for p, _ in doc] for doc in docs] for m, docs in ranked.items()}
+            self.context.shared[key] = rankings
+        return rankings[self.method]
+
+
+class LiteDefaultSystem(_SharedPassSystem):
+    """keyatten-lite's default profile: ``lite-default:<bundle>:<method>[:int8]``; every ``lite-default``
+    system on the same bundle and variant in one run shares a single pass over the documents."""
+
+    def __init__(self, spec: str, context: RunContext, bundle: str, method: str, variant: str = "fp32") -> None:
+        self.bundle, self.variant = bundle, variant
+        super().__init__(spec, context, method)
 
     @property
     def _siblings_key(self) -> tuple:
         return ("lite-default methods", self.bundle, self.variant)
 
     def check_available(self) -> None:
+        from keyatten_lite.model.bundle import resolve_bundle_path
         from keyatten_lite.scoring.attention import base_method
 
         base_method(self.method)  # an unknown method fails before any work
-        from keyatten_lite.model.bundle import resolve_bundle_path
-
         resolve_bundle_path(self.bundle)
 
-    def predict(self, documents: Sequence[Document]) -> list[list[str]]:
-        idf_texts = self.idf_texts(documents)  # also marks the label transductive or not
-        key = ("lite-default rankings", self.bundle, self.variant, tuple(d.id for d in documents),
-               self.context.top_n, id(self.context.idf_texts))
-        rankings = self.context.shared.get(key)
-        if rankings is None or self.method not in rankings:
-            from keyatten_lite.profiles.default import DefaultProfileExtractor
+    def _extractor(self, language: str):
+        from keyatten_lite.extractors.keyatten import KeyAttenExtractor
 
-            language = _single_language(documents)
-            extractor = DefaultProfileExtractor(
-                self.bundle, language, intra_op_threads=self.context.threads, variant=self.variant
-            )
-            methods = list(dict.fromkeys(self.context.shared.get(self._siblings_key, [self.method])))
-            idf = extractor.fit_idf(idf_texts) if any(m.endswith("_idf") for m in methods) else None
-            rankings = extractor.extract_keywords_methods(
-                [d.text for d in documents], methods, self.context.top_n, idf, with_scores=False
-            )
-            self.context.shared[key] = rankings
-        return rankings[self.method]
+        return KeyAttenExtractor(
+            model=self.bundle, language=language, intra_op_threads=self.context.threads, variant=self.variant
+        )
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "bundle": self.bundle, "method": self.method, "variant": self.variant,
                 "profile": "default"}
 
 
-class LiteBioSystem(System):
-    """keyatten-lite with BIO candidates: ``lite-bio:<bio_bundle>:<method>[:compat]``."""
+class LiteBioSystem(_SharedPassSystem):
+    """keyatten-lite with BIO candidates: ``lite-bio:<bio_bundle>:<method>[:compat]``; the lite-bio systems
+    of one configuration run the BIO graph once per document."""
 
     def __init__(self, spec: str, context: RunContext, bio_bundle: str, method: str, profile: str = "default") -> None:
-        super().__init__(spec, context)
-        self.bio_bundle, self.method, self.profile = bio_bundle, method, profile
-        self.uses_idf = method.endswith("_idf")
+        self.bio_bundle, self.profile = bio_bundle, profile
+        super().__init__(spec, context, method)
+
+    @property
+    def _siblings_key(self) -> tuple:
+        return ("lite-bio methods", self.bio_bundle, self.profile)
 
     def check_available(self) -> None:
-        from keyatten_lite.scoring.bio import BIO_ALONE_METHODS
         from keyatten_lite.model.bundle import resolve_bundle_path
         from keyatten_lite.scoring.attention import base_method
+        from keyatten_lite.scoring.bio import BIO_ALONE_METHODS
 
         if self.method not in BIO_ALONE_METHODS:
             base_method(self.method)  # an unknown method fails before any work
         resolve_bundle_path(self.bio_bundle)
 
-    def predict(self, documents: Sequence[Document]) -> list[list[str]]:
+    def _extractor(self, language: str):
         from keyatten_lite.extractors.keyatten import KeyAttenExtractor
 
-        language = _single_language(documents)
-        # One extractor per configuration for the run, with its analysis store on: the lite-bio systems
-        # of one evaluation run the BIO graph once per document.
-        key = ("lite-bio extractor", self.bio_bundle, language, self.profile, self.context.threads)
-        extractor = self.context.shared.get(key)
-        if extractor is None:
-            extractor = KeyAttenExtractor(
-                language=language, candidate_scoring="bio", bio_model_path=self.bio_bundle, profile=self.profile,
-                intra_op_threads=self.context.threads,
-            )
-            extractor._bio_memo = {}
-            self.context.shared[key] = extractor
-        if self.uses_idf:
-            extractor.fit_idf(self.idf_texts(documents))
-        return extractor.extract_keywords_batch(
-            [d.text for d in documents], method=self.method, top_k=self.context.top_n, batch_size=self.context.batch_size
+        return KeyAttenExtractor(
+            language=language, candidate_scoring="bio", bio_model_path=self.bio_bundle, profile=self.profile,
+            intra_op_threads=self.context.threads,
         )
 
     def describe(self) -> dict[str, Any]:

@@ -14,9 +14,9 @@ IDF product). Two profiles:
   default profile's unseen IDF instead of 0.
 
 "BIO alone" methods rank the spans without attention: ``bio_confidence`` (tagger confidence, see
-:func:`keyatten_lite.extractors.bio_tagger.span_confidence`) and ``bio_order`` (first occurrence first).
+:func:`keyatten_lite.scoring.bio_decode.span_confidence`) and ``bio_order`` (first occurrence first).
 
-Everything here is a pure function over numpy arrays and lists; the extractor drives the model.
+Everything here is a pure function over numpy arrays and lists; ``pipeline/bio.py`` drives the model.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from keyatten_lite.scoring import attention as scoring
+from keyatten_lite.scoring import attention
 
 __all__ = [
     "BIO_ALONE_METHODS",
@@ -181,10 +181,10 @@ def window_token_values(
         if rows.shape[0] == 1:
             values = rows[0].astype(np.float32)
         else:
-            fused = scoring.fuse_layers([{base: row} for row in rows], weights)
+            fused = attention.fuse_layers([{base: row} for row in rows], weights)
             values = np.asarray(fused[base], dtype=np.float32)
         if word_values is not None and values.size:
-            token_tfidf = scoring.project_word_values_to_tokens(word_spans, window.offsets, word_values)
-            values = scoring.idf_hybrid(values, token_tfidf)
+            token_tfidf = attention.project_word_values_to_tokens(word_spans, window.offsets, word_values)
+            values = attention.idf_hybrid(values, token_tfidf)
         out.append(values)
     return out

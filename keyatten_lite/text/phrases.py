@@ -1,0 +1,175 @@
+"""Words located in the raw text and the default profile's candidate phrases (no model).
+
+English words are letter/digit runs with their character spans; a candidate never crosses punctuation
+or a stop word. Chinese words are jieba's, as in 0.3.1, located in the text. A candidate set groups every
+occurrence of a phrase under its normalised key, so scoring can use all occurrences.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from keyatten_lite.text.normalize import joinable_word_key, normalize_phrase
+from keyatten_lite.text.stopwords import ENGLISH_STOP_WORDS
+
+# Words: letter/digit runs, inner hyphens and apostrophes kept ("state-of-the-art", "3D-models").
+_EN_WORD = re.compile(r"[A-Za-z0-9]+(?:['’-][A-Za-z0-9]+)*")
+_EN_LETTER = re.compile("[A-Za-z]")
+
+
+def english_words(text: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Words of ``text`` with ``[n, 2]`` character spans and a segment id per word.
+
+    The segment id grows at every gap between two words that holds anything but whitespace
+    (punctuation, brackets, symbols): candidates never cross a segment border. Line breaks are
+    whitespace (abstracts and PDF text are hard-wrapped mid-phrase).
+    """
+    words: list[str] = []
+    spans: list[tuple[int, int]] = []
+    segments: list[int] = []
+    segment = 0
+    previous_end = 0
+    for match in _EN_WORD.finditer(text):
+        start, end = match.span()
+        if words and text[previous_end:start].strip():
+            segment += 1
+        words.append(match.group())
+        spans.append((start, end))
+        segments.append(segment)
+        previous_end = end
+    return words, np.asarray(spans, dtype=np.int64).reshape(-1, 2), np.asarray(segments, dtype=np.int64)
+
+
+def english_valid_mask(words: Sequence[str]) -> np.ndarray:
+    """Candidate words: more than one character, a letter, not a stop word."""
+    return np.fromiter(
+        (len(w) > 1 and _EN_LETTER.search(w) is not None and w.lower() not in ENGLISH_STOP_WORDS for w in words),
+        dtype=bool,
+        count=len(words),
+    )
+
+
+def chinese_words(text: str, segmenter) -> tuple[list[str], list[str], np.ndarray]:
+    """jieba words and tags (as the compatible path) with their ``[n, 2]`` spans in ``text``."""
+    from keyatten_lite.text.segment import locate_word_offsets
+
+    words, tags = segmenter.segment(text)
+    spans = np.asarray(locate_word_offsets(text, words), dtype=np.int64).reshape(-1, 2)
+    return words, tags, spans
+
+
+# ---------------------------------------------------------------------------------------------- candidates
+@dataclass
+class CandidateSet:
+    """Unique candidates of one document and every occurrence of each (word index ranges)."""
+
+    texts: list[str]
+    keys: list[str]
+    n_words: np.ndarray  # int64 [C]
+    first_word: np.ndarray  # int64 [C]: word index of the first occurrence
+    occurrence_candidate: np.ndarray  # int64 [O]
+    occurrence_start: np.ndarray  # int64 [O] word index
+    occurrence_end: np.ndarray  # int64 [O] word index (exclusive)
+    joiner: str = " "  # what joins words in a candidate's text: " " in English, "" in Chinese
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def counts(self) -> np.ndarray:
+        return np.bincount(self.occurrence_candidate, minlength=len(self.texts)).astype(np.int64)
+
+
+_LY_ED = re.compile(r"(?:ly|ed)$", re.IGNORECASE)
+
+
+def _allowed_end(word: str, tag: str | None, end_filter: str) -> bool:
+    if end_filter == "ly-ed":
+        return _LY_ED.search(word) is None
+    if end_filter == "no-v":
+        return tag is None or tag != "v"
+    return True
+
+
+def _candidate_text(words: Sequence[str], start: int, end: int, joiner: str, language: str) -> str:
+    phrase = joiner.join(words[start:end]).strip()
+    return phrase.strip("- ") if language == "en" else phrase
+
+
+def build_candidate_set(
+    words: Sequence[str],
+    valid: np.ndarray,
+    segments: np.ndarray | None,
+    language: str,
+    *,
+    max_ngram: int = 4,
+    tags: Sequence[str] | None = None,
+    end_filter: str = "none",
+) -> CandidateSet:
+    """Every run of 1..``max_ngram`` consecutive valid words inside one segment, grouped by key.
+
+    The text of a candidate is its first occurrence (words joined by a space in English, nothing in
+    Chinese, as 0.3.1 joins them).
+    """
+    n = len(words)
+    valid_list = np.asarray(valid, dtype=bool).tolist()
+    segment_list = [0] * n if segments is None else np.asarray(segments).tolist()
+    joiner = "" if language == "zh" else " "
+    # Keys of space-joined phrases are their words' keys joined (normalize.joinable_word_key): each
+    # distinct word is normalised once, not every n-gram occurrence. None: key the phrase whole.
+    memo: dict[str, str | None] = {}
+    word_keys: list[str | None] = [None] * n
+    if joiner == " ":
+        for i, w in enumerate(words):
+            if w not in memo:
+                memo[w] = joinable_word_key(w)
+            word_keys[i] = memo[w]
+    ends_ok = [_allowed_end(w, tags[i] if tags is not None else None, end_filter) for i, w in enumerate(words)]
+    index: dict[str, int] = {}
+    texts: list[str] = []
+    keys: list[str] = []
+    lengths: list[int] = []
+    firsts: list[int] = []
+    occ_c: list[int] = []
+    occ_s: list[int] = []
+    occ_e: list[int] = []
+    for start in range(n):
+        if not valid_list[start]:
+            continue
+        joined: str | None = ""  # the word keys of words[start:end] joined, while every one is joinable
+        for end in range(start + 1, min(n, start + max_ngram) + 1):
+            last = end - 1
+            if not valid_list[last] or segment_list[last] != segment_list[start]:
+                break
+            part = word_keys[last]
+            joined = joined + part if joined is not None and part is not None else None
+            if not ends_ok[last]:
+                continue
+            phrase = None
+            if joined is not None:
+                key = joined
+            else:
+                phrase = _candidate_text(words, start, end, joiner, language)
+                key = normalize_phrase(phrase)
+                if not key:
+                    continue
+            c = index.get(key)
+            if c is None:
+                c = index[key] = len(texts)
+                texts.append(phrase if phrase is not None else _candidate_text(words, start, end, joiner, language))
+                keys.append(key)
+                lengths.append(end - start)
+                firsts.append(start)
+            occ_c.append(c)
+            occ_s.append(start)
+            occ_e.append(end)
+    as_int = lambda x: np.asarray(x, dtype=np.int64)  # noqa: E731
+    return CandidateSet(
+        texts, keys, as_int(lengths), as_int(firsts), as_int(occ_c), as_int(occ_s), as_int(occ_e), joiner
+    )
+
+
