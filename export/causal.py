@@ -1,7 +1,7 @@
-"""Decoder-only (causal) models: loading, the attention wrapper, and the causal export defaults.
+"""Decoder-only (causal) models: what their export does differently from an encoder's.
 
 Same graph I/O as encoders (``input_ids``, ``attention_mask`` -> ``attentions`` [n_layers, B, S, S],
-head mean). What differs:
+head mean), and the same steps (:mod:`.core`). What differs:
 
 * The wrapper builds the 4-D additive mask itself (causal AND key padding, ``finfo.min``) and hands it
   to the model, which passes a 4-D mask through unchanged. transformers' own mask code (vmap) cannot
@@ -12,19 +12,21 @@ head mean). What differs:
   layer is exported unless the caller names others.
 * Either padding side works: RoPE scores depend on relative positions only, so a left-padded row
   gives the attention of the unpadded sequence without ``position_ids``. The manifest records the
-  tokenizer's side.
+  tokenizer's side; parity is checked on both.
 * ``max_length`` is capped (Qwen configs say 32768, and attention memory grows as S², §12.1.9).
+* No pad token: the EOS pads, and the manifest says so (``pad_token_from``).
 
-Export itself (trace, parity, int8, manifest) is shared with encoders in :mod:`.encoder`;
-``encoder.export_bundle`` routes here by config (:func:`encoder.is_causal_config`).
+``encoder.export_bundle`` routes here by config (:func:`core.is_causal_config`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Sequence
 
-from . import ExportError
+from . import ExportError, core
+from .core import layer_count, resolve_layers, usable_positions
 from .manifest import recommended_layer_for
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "load_causal",
     "causal_additive_mask",
     "CausalAttentionLayers",
+    "CausalKind",
 ]
 
 DEFAULT_MAX_LENGTH_CAP = 8192
@@ -46,9 +49,7 @@ TESTED_MODEL_TYPES = ("qwen3", "qwen2", "llama")
 
 
 def resolve_causal_layers(layers: Sequence[int] | str | None, num_layers: int) -> list[int]:
-    """None: keyatten's recommended layer only; "all": every layer; else as encoder.resolve_layers."""
-    from .encoder import resolve_layers
-
+    """None: keyatten's recommended layer only; "all": every layer; else as core.resolve_layers."""
     if layers is None:
         return [recommended_layer_for(num_layers)]
     return resolve_layers(layers, num_layers)
@@ -58,11 +59,7 @@ def causal_max_length(positions: int | None, requested: int | None, cap: int = D
     """``requested`` if given (checked against the model's positions), else min(positions, cap)."""
     if requested is None:
         return min(positions, cap) if positions is not None else cap
-    if not isinstance(requested, int) or isinstance(requested, bool) or requested < 2:
-        raise ExportError(f"max_length must be an int >= 2, got {requested!r}")
-    if positions is not None and requested > positions:
-        raise ExportError(f"max_length {requested} exceeds the {positions} positions the model has")
-    return requested
+    return core.checked_max_length(requested, positions)
 
 
 def causal_pad_token_id(hf_tokenizer) -> int:
@@ -86,33 +83,22 @@ def load_causal(source: str | os.PathLike, keep_layers: int, revision: str | Non
     ``config`` is the truncated model's. Remote code is never trusted (the loaders' default).
     """
     import torch
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    from .encoder import _quiet_transformers
-
-    source = os.fspath(source)
-    with _quiet_transformers():
-        config = AutoConfig.from_pretrained(source, revision=revision)
+    def model_kwargs(config) -> dict[str, Any]:
         if getattr(config, "model_type", None) not in TESTED_MODEL_TYPES:
-            import logging
-
             logging.getLogger(__name__).warning(
                 "model type %r has not been tested with the causal exporter; the parity check decides",
                 getattr(config, "model_type", None),
             )
-        kwargs: dict[str, Any] = {
-            "revision": revision,
+        return {
             "attn_implementation": "eager",
             "num_hidden_layers": int(keep_layers),
             "use_cache": False,
             # Embedding checkpoints often say bfloat16; the graph and the parity reference are fp32.
             "dtype": torch.float32,
         }
-        model = AutoModel.from_pretrained(source, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, use_fast=True)
-    model.eval()
-    if not getattr(tokenizer, "is_fast", False):
-        raise ExportError(f"{source} has no fast tokenizer (tokenizer.json); bundles need one")
+
+    model, _, tokenizer = core.load_pretrained(source, model_kwargs, revision=revision)
     return model, model.config, tokenizer
 
 
@@ -133,41 +119,55 @@ def causal_additive_mask(attention_mask, dtype):
 
 
 def _make_wrapper_class():
-    import torch
-
-    from .encoder import layer_count
-
-    class _CausalAttentionLayers(torch.nn.Module):
+    class CausalAttentionLayers(core.attention_module_class()):
         """Head-mean attention of ``layers`` of a decoder, stacked: [n_layers, B, S, S]."""
 
         def __init__(self, model, layers: Sequence[int]):
-            super().__init__()
-            self.model = model
-            self.layers = [int(x) for x in layers]
-            self.expected_count = layer_count(model.config)
+            super().__init__(model, layers)
             self.mask_dtype = next(model.parameters()).dtype
 
-        def forward(self, input_ids, attention_mask):
+        def model_inputs(self, input_ids, attention_mask) -> dict:
             mask = causal_additive_mask(attention_mask, self.mask_dtype)
-            outputs = self.model(
-                input_ids=input_ids,
-                attention_mask=mask,
-                output_attentions=True,
-                use_cache=False,
-                return_dict=True,
-            )
-            attentions = outputs.attentions
-            if attentions is None or len(attentions) != self.expected_count:
-                raise ExportError(
-                    f"the model returned {0 if not attentions else len(attentions)} attention maps for "
-                    f"{self.expected_count} layers; it must be loaded with attn_implementation='eager'"
-                )
-            # GQA: transformers already repeats key/value heads, so this is the mean over query heads.
-            return torch.stack([attentions[i].mean(dim=1) for i in self.layers], dim=0)
+            return {"input_ids": input_ids, "attention_mask": mask, "use_cache": False}
 
-    return _CausalAttentionLayers
+    return CausalAttentionLayers
 
 
 def CausalAttentionLayers(model, layers: Sequence[int]):  # noqa: N802 - a factory that reads like the class
     """Build the torch wrapper for a decoder (eval mode; torch imported on demand)."""
     return _make_wrapper_class()(model, layers).eval()
+
+
+class CausalKind(core.ExportKind):
+    """Decoder-only models: the recommended layer, a capped max_length, either padding side."""
+
+    architecture = "causal"
+    # Parity on both sides: the runtime may pad either way, whatever the tokenizer prefers.
+    parity_sides = ("right", "left")
+
+    def plan(self, config, layers, max_length):
+        return (
+            resolve_causal_layers(layers, layer_count(config)),
+            causal_max_length(usable_positions(config), max_length),
+        )
+
+    def load(self, source, keep_layers, revision):
+        return load_causal(source, keep_layers, revision=revision)
+
+    def wrap(self, model, layers):
+        return CausalAttentionLayers(model, layers)
+
+    def pad_id(self, hf_tokenizer) -> int:
+        return causal_pad_token_id(hf_tokenizer)
+
+    def padding_side(self, hf_tokenizer) -> str:
+        return tokenizer_padding_side(hf_tokenizer)
+
+    def manifest_fields(self, hf_tokenizer, pad_id, extra_manifest):
+        special_tokens, _, extra = super().manifest_fields(hf_tokenizer, pad_id, None)
+        if special_tokens["pad"] is None:
+            special_tokens["pad"] = pad_id
+            extra["pad_token_from"] = "eos"
+        if extra_manifest:
+            extra.update(extra_manifest)
+        return special_tokens, pad_id, extra

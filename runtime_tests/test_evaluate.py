@@ -351,7 +351,7 @@ def test_eval_cli_rejects_top_n_below_k(tmp_path):
 
 
 def test_plot_without_matplotlib_gives_message(tmp_path):
-    from keyatten_lite.cli.eval import plot_results
+    from keyatten_lite.evaluation.run import plot_results
 
     result = {"systems": [{"label": "x", "scores": {"5": {"macro_f1": 0.1}}}], "config": {"ks": [5]}}
     message = plot_results(result, str(tmp_path / "p.png"))
@@ -440,7 +440,7 @@ def test_bench_worker_failure_is_reported_not_raised(tmp_path):
 
 def test_unavailable_system_is_skipped_and_missing_bundle_fails_first(monkeypatch, tmp_path):
     from keyatten_lite.evaluation import baselines
-    from keyatten_lite.cli.eval import run_evaluation
+    from keyatten_lite.evaluation.run import run_evaluation
     from keyatten_lite.errors import BundleNotFoundError
 
     def missing(module, hint):

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
-from typing import Iterable, Iterator, TextIO
+from typing import Iterator, TextIO
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN = re.compile(r"[A-Za-z]")
@@ -27,7 +26,8 @@ def detect_language(text: str) -> str:
     return "zh" if cjk > 0 and cjk >= latin_words else "en"
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line (every sub-command registered)."""
     parser = argparse.ArgumentParser(prog="keyatten-lite", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -66,7 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         cli_eval = None
     if cli_eval is not None:
         cli_eval.register(sub)
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

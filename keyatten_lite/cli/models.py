@@ -1,4 +1,5 @@
-"""`keyatten-lite models build|list`: make the default bundles, show what is installed.
+"""`keyatten-lite models build|list|pack|install`: make the default bundles, show what is installed,
+move bundles to machines without torch.
 
 Building needs the export extras (torch, transformers, onnx); the runtime never imports them itself:
 `models build` hands over to the separate keyatten_lite_export package.
@@ -8,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import sys
 
-from keyatten_lite.errors import KeyAttenLiteError
+from keyatten_lite.errors import InvalidArgumentError, KeyAttenLiteError
+from keyatten_lite.model.archive import DEFAULT_MAX_BYTES as PACK_MAX_BYTES
 
 __all__ = ["register", "EXPORT_INSTALL_HINT"]
 
@@ -38,6 +41,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     listing = actions.add_parser("list", help="show installed bundles")
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     listing.set_defaults(func=_cmd_list)
+    _register_pack(actions)
     return models
 
 
@@ -138,4 +142,66 @@ def _cmd_list(args) -> int:
             f"BIO taggers not built: {', '.join(missing_bio)} (`keyatten-lite models build` trains them "
             "when the evaluation data is present; docs/bio.md)"
         )
+    return 0
+
+
+# ---------------------------------------------------------------------- pack / install (model/pack.py, model/install.py)
+def _register_pack(subparsers) -> None:
+    """Add ``pack`` and ``install`` to the subparsers object of ``keyatten-lite models``."""
+    pack = subparsers.add_parser(
+        "pack", help="write a bundle (or a language's default bundles) into one tar file to install elsewhere"
+    )
+    pack.add_argument("name", nargs="?", help="bundle name (in <home>/bundles) or bundle directory")
+    pack.add_argument("-o", "--output", required=True, help="archive to write: .tar.gz/.tgz gzip, .tar plain")
+    pack.add_argument(
+        "--variant",
+        action="append",
+        choices=["default", "fp32", "int8"],
+        help="graph variant to pack (repeatable; default: the bundle's default, fp32). The fp32 graph is "
+        "always needed by the runtime: --variant fp32 --variant int8 packs both",
+    )
+    pack.add_argument("--language", choices=["en", "zh"], help="pack this language's default bundle instead of NAME")
+    pack.add_argument("--include-bio", action="store_true", help="with --language: add the language's BIO bundle")
+    pack.add_argument("--json", action="store_true", help="print the summary as JSON")
+    pack.set_defaults(func=_cmd_pack)
+
+    install = subparsers.add_parser("install", help="install bundles from an archive made by `models pack`")
+    install.add_argument("file", help="archive (.tar or .tar.gz; detected from its bytes)")
+    install.add_argument("--force", action="store_true", help="replace an installed bundle that differs")
+    install.add_argument(
+        "--max-bytes", type=int, default=PACK_MAX_BYTES, help="refuse archives that decompress to more (default 8 GiB)"
+    )
+    install.set_defaults(func=_cmd_install)
+
+
+def _cmd_pack(args) -> int:
+    from keyatten_lite.model.pack import pack_bundle, pack_language
+
+    variants = tuple(args.variant or ("default",))
+    if args.language:
+        if args.name:
+            raise InvalidArgumentError("give either NAME or --language, not both")
+        summary = pack_language(args.language, args.output, variants=variants, include_bio=args.include_bio)
+    else:
+        if not args.name:
+            raise InvalidArgumentError("give a bundle NAME (or directory) or --language en|zh")
+        if args.include_bio:
+            raise InvalidArgumentError("--include-bio goes with --language")
+        summary = pack_bundle(args.name, args.output, variants=variants)
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False, indent=2))
+        return 0
+    for bundle in summary["bundles"]:
+        size = sum(e["bytes"] for e in bundle["files"].values())
+        left = f", without {', '.join(bundle['omitted'])}" if bundle["omitted"] else ""
+        print(f"{bundle['name']}: {'+'.join(bundle['variants'])}, {len(bundle['files'])} files, {size} bytes{left}")
+    print(f"{summary['archive']}: {summary['bytes']} bytes ({summary['compress'] or 'plain tar'}), sha256 {summary['sha256']}")
+    return 0
+
+
+def _cmd_install(args) -> int:
+    from keyatten_lite.model.install import install_pack
+
+    for path in install_pack(args.file, force=args.force, max_bytes=args.max_bytes):
+        print(f"{path.name}: installed ({path})")
     return 0

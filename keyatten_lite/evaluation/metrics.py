@@ -4,7 +4,7 @@ The convention (see docs/results/README.md) is the one of the peer measurements:
 macro and micro P/R/F1 at k on the first k de-duplicated predictions, P@k = matches / min(k, #pred)
 (0 without predictions), R@k = matches / #gold, every gold phrase counts (absent ones too).
 English phrases are compared as Porter-stemmed ``[a-z0-9]+`` token runs joined by one space,
-Chinese phrases with whitespace removed. Nothing here imports torch; nltk is imported lazily.
+Chinese phrases with whitespace removed. Nothing here imports torch or nltk (the stemmer is the runtime's, identical to nltk's default mode).
 """
 
 from __future__ import annotations
@@ -167,16 +167,12 @@ def read_ids_file(path: str | os.PathLike) -> list[str]:
 # Normalisation
 
 
-@lru_cache(maxsize=1)
-def _porter_stemmer():
-    from nltk.stem import PorterStemmer  # lazy: nltk import is slow
-
-    return PorterStemmer()
-
-
 @lru_cache(maxsize=200_000)
 def _stem(token: str) -> str:
-    return _porter_stemmer().stem(token)
+    # The runtime's Porter stemmer: nltk's default mode, stem for stem (runtime_tests/test_porter.py).
+    from keyatten_lite.text.porter import stem
+
+    return stem(token)
 
 
 def english_tokens(text: str) -> list[str]:

@@ -31,8 +31,8 @@ from keyatten_lite.model.windows import EMISSIONS_OUTPUT, Window, overflow_windo
 from keyatten_lite.scoring.bio_decode import (
     CLEAN_MAX_RECALL_PHRASES,
     TAGS,
-    _acceptable,
-    _merge_max,
+    acceptable_span,
+    merge_max,
     bio_tags_to_spans,
     clean_scored_spans,
     clean_span_text,
@@ -347,12 +347,12 @@ class BIOExtractor:
         cleaned = clean_scored_spans(spans)
         merged: dict[str, tuple[str, float]] = {}
         for piece, score in cleaned:
-            _merge_max(merged, piece, score)
+            merge_max(merged, piece, score)
         mined = mine_recall_oriented_phrases(text, self.language, max_phrases=CLEAN_MAX_RECALL_PHRASES)
         for rank, phrase in enumerate(mined):
             piece = clean_span_text(phrase)
-            if _acceptable(piece) and piece in text:
-                _merge_max(merged, piece, 0.95 - rank * 1e-4)
+            if acceptable_span(piece) and piece in text:
+                merge_max(merged, piece, 0.95 - rank * 1e-4)
         ranked = sorted(merged.values(), key=lambda item: -item[1])
         return ranked[: params["max_spans"]]
 

@@ -41,8 +41,9 @@ def library_versions(language: str) -> dict:
         except PackageNotFoundError:
             return None
 
-    # nltk's Porter stemmer makes the phrase keys (dedup, counts, IDF); jieba segments Chinese.
-    return {"nltk": get("nltk"), "jieba": get("jieba") if language == "zh" else None}
+    # The Porter stemmer (text/porter.py, versioned with the package) makes the phrase keys; jieba
+    # segments Chinese.
+    return {"jieba": get("jieba") if language == "zh" else None}
 
 
 def idf_fingerprint(idf_argument, fitted: IdfState | None) -> str | None:

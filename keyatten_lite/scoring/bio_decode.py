@@ -180,7 +180,7 @@ def span_variants(
     return sorted(((penalty, a, b) for (a, b), penalty in best.items()))
 
 
-def _merge_max(merged: dict[str, tuple[str, float]], piece: str, score: float) -> None:
+def merge_max(merged: dict[str, tuple[str, float]], piece: str, score: float) -> None:
     """Keep the highest score per lower-case key (the first text wins ties)."""
     key = piece.lower()
     if key not in merged or score > merged[key][1]:
@@ -206,7 +206,7 @@ def relaxed_window_scores(
     n_tokens = emissions.shape[0]
     viterbi_spans = bio_tags_to_spans(viterbi_decode(emissions, *crf))
     for piece in spans_to_text(text, offsets, viterbi_spans):
-        _merge_max(merged, piece, 2.0 - stride_index * 1e-4)
+        merge_max(merged, piece, 2.0 - stride_index * 1e-4)
     probs = softmax(emissions)
     for k, threshold in enumerate(thresholds):
         spans = relaxed_token_spans(probs, threshold, viterbi_spans)
@@ -222,7 +222,7 @@ def relaxed_window_scores(
                 if piece is None or piece.lower() in seen:
                     continue
                 seen.add(piece.lower())
-                _merge_max(merged, piece, conf - penalty - k * 1e-3 - stride_index * 1e-4)
+                merge_max(merged, piece, conf - penalty - k * 1e-3 - stride_index * 1e-4)
     return merged
 
 
@@ -295,7 +295,7 @@ def clean_span_text(piece: str) -> str:
     return _strip_function_chars(piece)
 
 
-def _acceptable(piece: str) -> bool:
+def acceptable_span(piece: str) -> bool:
     if not piece:
         return False
     if len(piece) == 1:
@@ -308,7 +308,7 @@ def clean_scored_spans(items: Iterable[tuple[str, float]]) -> list[tuple[str, fl
     best: dict[str, float] = {}
     for piece, score in items:
         cleaned = clean_span_text(piece)
-        if _acceptable(cleaned) and score > best.get(cleaned, float("-inf")):
+        if acceptable_span(cleaned) and score > best.get(cleaned, float("-inf")):
             best[cleaned] = score
     return sorted(best.items(), key=lambda item: -item[1])
 

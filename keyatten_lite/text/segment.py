@@ -270,19 +270,22 @@ def _fresh_jieba_pair():
     """A new ``jieba.Tokenizer`` and a ``POSTokenizer`` over it, both on private copies of jieba's
     default dictionary.
 
-    The default dictionary is parsed once per process from jieba's plain-text ``dict.txt`` (not from
-    the marshal cache jieba keeps in the temp directory) and copied for every segmenter (about 40 ms
-    instead of about 2 s). The POSTokenizer copies the tags that ``add_word`` registers on *its own*
-    tokenizer before each cut (``makesure_userdict_loaded``), so user tags stay private as well.
+    The default dictionary is parsed once per process, from a plain-text cache in the keyatten-lite
+    home (``text/jieba_cache.py``; built from jieba's ``dict.txt`` on first use, never from the marshal
+    cache jieba keeps in the temp directory), and copied for every segmenter. The POSTokenizer copies
+    the tags that ``add_word`` registers on *its own* tokenizer before each cut
+    (``makesure_userdict_loaded``), so user tags stay private as well.
     """
     global _base_dictionary, _pos_tokenizer_class
     jieba = _import_jieba()
     with _base_dictionary_lock:
         if _base_dictionary is None:
-            loader = jieba.Tokenizer()
-            freq, total = loader.gen_pfdict(loader.get_dict_file())
-            loader.FREQ, loader.total, loader.initialized = freq, total, True
-            word_tags = jieba.posseg.POSTokenizer(loader).word_tag_tab
+            from keyatten_lite.model.registry import home_dir
+            from keyatten_lite.text.jieba_cache import load_default_dictionary, load_pos_table
+
+            cache_dir = home_dir() / "jieba"
+            freq, total = load_default_dictionary(cache_dir)
+            word_tags = load_pos_table(cache_dir)
             _base_dictionary = (freq, total, word_tags)
 
             class _PrivatePOSTokenizer(jieba.posseg.POSTokenizer):
