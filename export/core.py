@@ -41,36 +41,12 @@ from . import manifest as manifest_mod
 from . import verify
 
 __all__ = [
-    "OPSET",
-    "INPUT_NAMES",
-    "OUTPUT_NAME",
-    "EXTERNAL_DATA_THRESHOLD_BYTES",
-    "EXTERNAL_DATA_SUFFIX",
-    "NAME_PATTERN",
-    "layer_count",
-    "is_causal_config",
-    "usable_positions",
-    "resolve_layers",
-    "checked_max_length",
-    "quiet_transformers",
-    "logging_disabled",
-    "load_config",
-    "load_pretrained",
-    "zero_token_types",
-    "attention_module_class",
-    "sample_inputs",
-    "export_onnx",
-    "place_graph",
-    "graph_file_names",
-    "quantize_int8",
-    "write_tokenizer",
-    "probe_id_lists",
-    "source_record",
-    "prepare_target",
-    "move_into_place",
-    "staged_bundle",
-    "ExportKind",
-    "export_model",
+    "OPSET", "INPUT_NAMES", "OUTPUT_NAME", "EXTERNAL_DATA_THRESHOLD_BYTES", "EXTERNAL_DATA_SUFFIX",
+    "NAME_PATTERN", "layer_count", "is_causal_config", "usable_positions", "resolve_layers",
+    "checked_max_length", "quiet_transformers", "logging_disabled", "load_config", "load_pretrained",
+    "zero_token_types", "attention_module_class", "sample_inputs", "export_onnx", "place_graph",
+    "graph_file_names", "quantize_int8", "write_tokenizer", "prepare_target", "move_into_place",
+    "staged_bundle", "ExportKind", "export_model",
 ]
 
 OPSET = 17
@@ -85,7 +61,6 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
 # Position tables of these models start after pad_token_id (RoBERTa's offset, keyatten §12.1.9).
 _PADDING_OFFSET_TYPES = {"roberta", "xlm-roberta", "camembert", "data2vec-text", "xmod", "roberta-prelayernorm"}
-_SOURCE_SUFFIXES = (".json", ".safetensors", ".bin", ".txt", ".model")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,7 +332,7 @@ def quantize_int8(onnx_path: Path, int8_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Tokenizer, source record, placing the bundle
+# Tokenizer, placing the bundle
 
 
 def write_tokenizer(hf_tokenizer, path: Path) -> None:
@@ -366,49 +341,6 @@ def write_tokenizer(hf_tokenizer, path: Path) -> None:
     data["padding"] = None
     data["truncation"] = None
     path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-
-
-def probe_id_lists(hf_tokenizer, tokenizer_path: Path, texts: Sequence[str], max_length: int) -> list[list[int]]:
-    """Probe encodings from the bundle's tokenizer.json, checked against the transformers tokenizer."""
-    from tokenizers import Tokenizer
-
-    bundle_tokenizer = Tokenizer.from_file(str(tokenizer_path))
-    ours = [enc.ids for enc in bundle_tokenizer.encode_batch(list(texts))]
-    theirs = hf_tokenizer(list(texts), add_special_tokens=True)["input_ids"]
-    for text, a, b in zip(texts, ours, theirs):
-        if list(a) != list(b):
-            raise ExportError(
-                f"tokenizer.json encodes {text!r} differently from the transformers tokenizer "
-                f"({a[:12]}... vs {b[:12]}...); this model's tokenizer cannot be bundled as is"
-            )
-    return [ids[:max_length] for ids in ours]
-
-
-def source_record(source: str, source_info: Mapping[str, Any] | None, revision: str | None = None) -> dict:
-    """The manifest's ``source``: from ``source_info`` (a prepared recipe), else from the path or hub id."""
-    if source_info is not None:
-        record = {
-            "model_id": source_info.get("model_id"),
-            "origin": source_info.get("origin"),
-            "files_sha256": dict(source_info.get("files_sha256") or {}),
-            "verification": dict(source_info.get("verification") or {}),
-        }
-        for key, value in source_info.items():
-            if key not in record and key != "model_dir":
-                record[key] = value
-        return record
-    path = Path(source)
-    if path.is_dir():
-        files = {
-            entry.name: manifest_mod.sha256_file(entry)
-            for entry in sorted(path.iterdir())
-            if entry.is_file() and entry.suffix in _SOURCE_SUFFIXES
-        }
-        return {"model_id": path.name, "origin": f"local:{path.resolve()}", "files_sha256": files, "verification": {}}
-    record = {"model_id": source, "origin": f"hub:{source}", "files_sha256": {}, "verification": {}}
-    if revision is not None:
-        record["revision"] = revision
-    return record
 
 
 def prepare_target(out_dir: Path, overwrite: bool) -> None:
@@ -460,6 +392,7 @@ class ExportKind:
 
     architecture = "encoder"
     parity_sides: tuple[str, ...] = ("right",)  # padding sides the parity batches use
+    int8_on_every_batch = False  # run the int8 graph on every probe batch, not just the agreement ones
 
     def plan(self, config, layers, max_length) -> tuple[list[int], int]:
         """(exported layers, max_length) from the full model's config and the caller's request."""
@@ -504,7 +437,7 @@ class ExportKind:
         report["padding_sides"] = list(sides)
 
     def check_int8(self, report: dict, fp32_runs, int8_runs, batches) -> None:
-        """Add to the int8 agreement report."""
+        """Add to the int8 agreement report (``int8_runs`` holds None for batches it was not run on)."""
 
     def manifest_fields(self, hf_tokenizer, pad_id: int, extra_manifest: Mapping[str, Any] | None) -> tuple[dict, Any, dict]:
         """(special_tokens, pad_token_id, extra top-level keys) of the manifest."""
@@ -572,7 +505,7 @@ def export_model(
 
         t = time.perf_counter()
         with quiet_transformers():  # the long probe exceeds model_max_length on purpose
-            id_lists = probe_id_lists(hf_tokenizer, tokenizer_path, texts + [verify.LONG_PROBE_TEXT], max_length)
+            id_lists = verify.probe_id_lists(hf_tokenizer, tokenizer_path, texts + [verify.LONG_PROBE_TEXT], max_length)
         # Batch size and sequence length both vary between the batches (dynamic axes really work).
         batches, sides = [], []
         for side in kind.parity_sides:
@@ -596,7 +529,7 @@ def export_model(
         kind.check_fp32(parity["fp32"], torch_runs, onnx_runs, batches, sides)
         timings["verify"] = time.perf_counter() - t
         # The torch model is done with; free it before quantising (GBs for a 0.6B decoder).
-        del module, model, torch_runs
+        del module, model
         gc.collect()
 
         file_names = graph_files + ["tokenizer.json"]
@@ -605,9 +538,10 @@ def export_model(
             int8_path = work_dir / "model.int8.onnx"
             quantize_int8(onnx_path, int8_path)
             int8_session = verify.onnx_session(int8_path)
-            int8_runs = [kind.run_onnx(int8_session, ids, mask) for ids, mask in batches]
             # One batch per padding side plus the long probe: agreement is measured where it is used.
             chosen = [0, 2] + ([3] if len(batches) > 3 else [])
+            needed = range(len(batches)) if kind.int8_on_every_batch else chosen
+            int8_runs = [kind.run_onnx(int8_session, *batches[i]) if i in needed else None for i in range(len(batches))]
             parity["int8"] = verify.int8_agreement(
                 [(onnx_runs[i][0], int8_runs[i][0], batches[i][0], batches[i][1]) for i in chosen],
                 hf_tokenizer.all_special_ids,
@@ -633,7 +567,7 @@ def export_model(
         special_tokens, pad_token_id, extra = kind.manifest_fields(hf_tokenizer, pad_id, extra_manifest)
         manifest = manifest_mod.build_manifest(
             name=name,
-            source=source_record(source, source_info, revision),
+            source=manifest_mod.source_record(source, source_info, revision),
             architecture=kind.architecture,
             model_type=str(getattr(config, "model_type", "")),
             num_layers=num_layers,

@@ -19,12 +19,14 @@ __all__ = [
     "special_token_ids",
     "default_layer_for",
     "recommended_layer_for",
+    "source_record",
     "build_manifest",
     "write_manifest",
 ]
 
 EXPORTER_LABEL = "torch.onnx legacy"
 _SPECIAL_NAMES = ("cls", "sep", "bos", "eos", "pad", "unk")
+_SOURCE_SUFFIXES = (".json", ".safetensors", ".bin", ".txt", ".model")
 
 
 def file_entry(path: str | os.PathLike) -> dict:
@@ -80,6 +82,33 @@ def default_layer_for(architecture: str, num_layers: int, exported_layers: Seque
     """
     rule = num_layers - 1 if architecture == "encoder" else recommended_layer_for(num_layers)
     return rule if rule in exported_layers else max(exported_layers)
+
+
+def source_record(source: str, source_info: Mapping[str, Any] | None, revision: str | None = None) -> dict:
+    """The manifest's ``source``: from ``source_info`` (a prepared recipe), else from the path or hub id."""
+    if source_info is not None:
+        record = {
+            "model_id": source_info.get("model_id"),
+            "origin": source_info.get("origin"),
+            "files_sha256": dict(source_info.get("files_sha256") or {}),
+            "verification": dict(source_info.get("verification") or {}),
+        }
+        for key, value in source_info.items():
+            if key not in record and key != "model_dir":
+                record[key] = value
+        return record
+    path = Path(source)
+    if path.is_dir():
+        files = {
+            entry.name: sha256_file(entry)
+            for entry in sorted(path.iterdir())
+            if entry.is_file() and entry.suffix in _SOURCE_SUFFIXES
+        }
+        return {"model_id": path.name, "origin": f"local:{path.resolve()}", "files_sha256": files, "verification": {}}
+    record = {"model_id": source, "origin": f"hub:{source}", "files_sha256": {}, "verification": {}}
+    if revision is not None:
+        record["revision"] = revision
+    return record
 
 
 def build_manifest(

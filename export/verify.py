@@ -9,11 +9,12 @@ keyatten's received-attention ranking is built on.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from . import ParityError
+from . import ExportError, ParityError
 
 __all__ = [
     "FP32_TOLERANCE",
@@ -31,6 +32,7 @@ __all__ = [
     "top_k_overlap",
     "int8_agreement",
     "check_fp32_parity",
+    "probe_id_lists",
 ]
 
 FP32_TOLERANCE = 1e-4
@@ -219,3 +221,19 @@ def check_fp32_parity(
             "docs/bundle-format.md, or report the model type."
         )
     return report
+
+
+def probe_id_lists(hf_tokenizer, tokenizer_path: Path, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Probe encodings from the bundle's tokenizer.json, checked against the transformers tokenizer."""
+    from tokenizers import Tokenizer
+
+    bundle_tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    ours = [enc.ids for enc in bundle_tokenizer.encode_batch(list(texts))]
+    theirs = hf_tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+    for text, a, b in zip(texts, ours, theirs):
+        if list(a) != list(b):
+            raise ExportError(
+                f"tokenizer.json encodes {text!r} differently from the transformers tokenizer "
+                f"({a[:12]}... vs {b[:12]}...); this model's tokenizer cannot be bundled as is"
+            )
+    return [ids[:max_length] for ids in ours]

@@ -50,11 +50,12 @@ def graph(package: str) -> dict[str, set[str]]:
     edges: dict[str, set[str]] = {m: set() for m in mods}
     for name, path in mods.items():
         for target, names in imports_of(name, path):
-            candidates = [f"{target}.{n}" for n in names] + [target]
-            for c in candidates:
-                if c in mods and c != name:
-                    edges[name].add(c)
-                    break
+            # "from pkg import a, b" depends on every submodule named (and on pkg itself when a name
+            # is not a submodule); "from pkg.mod import x" depends on pkg.mod.
+            submodules = [f"{target}.{n}" for n in names if f"{target}.{n}" in mods]
+            if len(submodules) < len(names) or not names:
+                submodules.append(target)
+            edges[name].update(m for m in submodules if m in mods and m != name)
     return edges
 
 

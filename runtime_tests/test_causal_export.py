@@ -22,7 +22,7 @@ from tiny_models import make_tiny_llama, make_tiny_qwen2, make_tiny_qwen3  # noq
 
 from keyatten_lite.model.bundle import open_bundle  # noqa: E402
 from keyatten_lite.errors import ChecksumError  # noqa: E402
-from keyatten_lite_export import ExportError, causal, encoder, verify  # noqa: E402
+from keyatten_lite_export import ExportError, causal, core, verify  # noqa: E402
 from keyatten_lite_export.__main__ import main as export_main  # noqa: E402
 from keyatten_lite_export.encoder import export_bundle  # noqa: E402
 
@@ -108,7 +108,7 @@ def external_bundle(work, qwen3_dir) -> Path:
     """A graph written with one external-data file (threshold lowered so a tiny model needs it)."""
     out = work / "bundles" / "qwen3-external"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(encoder, "EXTERNAL_DATA_THRESHOLD_BYTES", 0)
+        patch.setattr(core, "EXTERNAL_DATA_THRESHOLD_BYTES", 0)  # the trace step reads it there
         export_bundle(qwen3_dir, out, name="tiny-qwen3-external", layers=[1], int8=True)
     return out
 

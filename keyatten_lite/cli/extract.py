@@ -22,6 +22,7 @@ from keyatten_lite.cli.records import (
 )
 from keyatten_lite.errors import InvalidArgumentError, KeyAttenLiteError
 from keyatten_lite.pipeline.inputs import BLOCK_RECORDS, CHUNK_BATCHES
+from keyatten_lite.text.language import detect_language
 
 LANGUAGES = ("zh", "en")
 
@@ -67,8 +68,6 @@ def _print_single(args, result) -> None:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from keyatten_lite.cli.main import detect_language
-
     if args.top_k < 1:
         raise InvalidArgumentError("--top-k must be >= 1")
     if args.batch_size < 1:
@@ -181,7 +180,6 @@ def _extract_with_ray(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- idf
 def cmd_idf_fit(args: argparse.Namespace) -> int:
-    from keyatten_lite.cli.main import detect_language
     from keyatten_lite.extractors.keyatten import KeyAttenExtractor
     from keyatten_lite.state.idf import IdfState
 

@@ -10,20 +10,13 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 
 from keyatten_lite.cli.records import ON_ERROR
+from keyatten_lite.text.language import detect_language
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_LATIN = re.compile(r"[A-Za-z]")
+__all__ = ["build_parser", "detect_language", "main"]
 
-
-def detect_language(text: str) -> str:
-    """'zh' when the text has CJK ideographs and they are not swamped by Latin letters, else 'en'."""
-    cjk = len(_CJK.findall(text))
-    latin_words = len(re.findall(r"[A-Za-z]+", text))
-    return "zh" if cjk > 0 and cjk >= latin_words else "en"
 
 
 def build_parser() -> argparse.ArgumentParser:

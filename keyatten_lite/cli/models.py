@@ -42,6 +42,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     listing.set_defaults(func=_cmd_list)
     _register_pack(actions)
+    _register_verify(actions)
     return models
 
 
@@ -204,4 +205,50 @@ def _cmd_install(args) -> int:
 
     for path in install_pack(args.file, force=args.force, max_bytes=args.max_bytes):
         print(f"{path.name}: installed ({path})")
+    return 0
+
+
+# ---------------------------------------------------------------------- verify (model/bundle.py, model/verified.py)
+def _register_verify(subparsers) -> None:
+    """Add ``verify`` to the subparsers object of ``keyatten-lite models``."""
+    verify = subparsers.add_parser(
+        "verify",
+        help="hash every file of installed bundles against bundle.json now and refresh their verified records",
+    )
+    verify.add_argument("names", nargs="*", metavar="NAME", help="bundle names or directories (default: every installed bundle)")
+    verify.add_argument("--json", action="store_true", help="print the results as JSON")
+    verify.set_defaults(func=_cmd_verify)
+
+
+def _cmd_verify(args) -> int:
+    from keyatten_lite.errors import BundleError
+    from keyatten_lite.model.bundle import verify_bundle
+    from keyatten_lite.model.registry import bundles_dir, list_installed
+
+    names = list(args.names) or [entry["path"] for entry in list_installed()]
+    if not names:
+        print(f"no bundles installed in {bundles_dir()}", file=sys.stderr)
+        return 1
+    results, failed = [], 0
+    for name in names:
+        try:
+            result = verify_bundle(name)
+        except BundleError as exc:
+            failed += 1
+            results.append({"bundle": name, "ok": False, "error": str(exc)})
+            if not args.json:
+                print(f"{name}: FAILED: {exc}", file=sys.stderr)
+            continue
+        results.append({"bundle": name, "ok": True, **result})
+        if not args.json:
+            recorded = f"record {result['record']}" if result["record"] else "record not written (home not writable)"
+            print(
+                f"{result['name']}: ok, {result['files']} files, {result['bytes'] / 1e6:.1f} MB hashed in "
+                f"{result['seconds']:.2f} s; {recorded}"
+            )
+    if args.json:
+        print(json.dumps(results, ensure_ascii=False, indent=2))
+    if failed:
+        print(f"{failed} of {len(names)} bundles do not match their bundle.json", file=sys.stderr)
+        return 1
     return 0
