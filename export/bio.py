@@ -13,6 +13,12 @@ steps are :mod:`.core`'s; :class:`BIOKind` adds the classifier and the emission 
 
     python -m keyatten_lite_export.bio train --recipe bio-minilm-en          # figures only
     python -m keyatten_lite_export.bio build --recipe bio-minilm-en [--home H] [--force]
+    python -m keyatten_lite_export.bio export-head bio-minilm-en [--out F]  # train, write models/heads/<name>.json
+
+Shipped heads: models/heads/<name>.json holds each default tagger's trained head (plain JSON: weights,
+bias, CRF, the recipe's training settings and seed, the data's sha256, dev F1). A build with the data
+trains as above and compares the result with the shipped head (``bio.head`` in bundle.json); without
+the data it exports the backbone with the shipped head.
 
 torch and transformers are imported inside functions.
 """
@@ -20,6 +26,7 @@ torch and transformers are imported inside functions.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -80,6 +87,15 @@ __all__ = [
     "BIOKind",
     "export_bio_bundle",
     "build_bio_bundle",
+    "HEAD_TOLERANCE",
+    "HEAD_LOOSE_TOLERANCE",
+    "shipped_head_path",
+    "training_data_path",
+    "training_sha256",
+    "head_to_json",
+    "write_head",
+    "read_head",
+    "compare_heads",
     "main",
 ]
 
@@ -178,6 +194,8 @@ class BIOKind(EncoderKind):
         special_tokens, pad_token_id, rest = super().manifest_fields(hf_tokenizer, pad_id, extra_manifest)
         bio = self.head.crf_json()
         bio["training"] = {k: v for k, v in self.head.training.items() if not k.startswith("_")}
+        if self.head.origin:
+            bio["head"] = self.head.origin
         return special_tokens, pad_token_id, {"kind": BIO_KIND, **rest, "bio": bio}
 
     def accept(self, work_dir: Path, manifest: dict, int8: bool) -> None:
@@ -231,6 +249,195 @@ def export_bio_bundle(
     )
 
 
+
+# ---------------------------------------------------------------------------------------------
+# Shipped heads (models/heads/<name>.json): plain JSON, written by ``export-head`` from a training run
+
+HEAD_FORMAT = "keyatten-lite-bio-head"
+HEAD_FORMAT_VERSION = 1
+# Retraining on the data with the same torch / onnxruntime on one CPU reproduces the head bit for
+# bit (docs/bio.md); HEAD_TOLERANCE is that check. Other CPUs or library versions move the cached
+# onnxruntime features by float rounding, which Adam carries into the weights: there the head is
+# accepted within HEAD_LOOSE_TOLERANCE when every dev Viterbi path is also the same.
+HEAD_TOLERANCE = 1e-5
+HEAD_LOOSE_TOLERANCE = 1e-3
+_HEAD_PARTS = ("weight", "bias", "start", "end", "transitions")
+
+
+def heads_dir() -> Path:
+    """The folder of the shipped heads: ``<recipes>/heads`` (the repo's models/heads)."""
+    from . import sources
+
+    try:
+        import importlib.resources
+
+        root = importlib.resources.files(sources.RECIPES_PACKAGE) / "heads"
+        if root.is_dir():
+            return Path(str(root))
+    except (ModuleNotFoundError, FileNotFoundError, NotADirectoryError, TypeError):
+        pass
+    return sources.REPO_MODELS_DIR / "heads"
+
+
+def shipped_head_path(name: str) -> Path:
+    return heads_dir() / f"{name}.json"
+
+
+def training_sha256(recipe: Mapping[str, Any]) -> str:
+    """sha256 of what the head depends on: the training settings, the backbone and its source."""
+    payload = {"training": recipe.get("training"), "backbone": recipe.get("backbone"), "source": recipe.get("source")}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def _weights_sha256(parts: Mapping[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for key in _HEAD_PARTS:
+        digest.update(np.ascontiguousarray(parts[key], dtype="<f4").tobytes())
+    return digest.hexdigest()
+
+
+def head_to_json(head: BIOHead, recipe: Mapping[str, Any]) -> dict:
+    """The shipped-head document: weights (float32 written exactly), CRF, recipe settings, data, dev F1."""
+    import onnxruntime
+    import torch
+
+    training = {k: v for k, v in head.training.items() if not k.startswith("_")}
+    split = training.get("split") or {}
+    return {
+        "format": HEAD_FORMAT,
+        "format_version": HEAD_FORMAT_VERSION,
+        "name": recipe["name"],
+        "backbone": recipe.get("backbone"),
+        "model_id": (recipe.get("source") or {}).get("model_id"),
+        "tags": list(TAGS),
+        "hidden_size": int(head.weight.shape[1]),
+        "recipe_training": recipe.get("training"),
+        "training_sha256": training_sha256(recipe),
+        "seed": training.get("seed"),
+        "data_sha256": {split.get("dataset"): split.get("dataset_sha256")},
+        "dev_f1": (training.get("dev") or {}).get("f1"),
+        "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
+        "command": f"python -m keyatten_lite_export.bio export-head {recipe['name']}",
+        "weights_sha256": _weights_sha256(vars(head)),
+        **{key: np.asarray(getattr(head, key), dtype=np.float32).tolist() for key in _HEAD_PARTS},
+        "training": training,
+    }
+
+
+def write_head(head: BIOHead, recipe: Mapping[str, Any], path: str | os.PathLike | None = None) -> Path:
+    path = Path(path) if path else shipped_head_path(recipe["name"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(head_to_json(head, recipe), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def read_head(path: str | os.PathLike, recipe: Mapping[str, Any] | None = None) -> BIOHead:
+    """A shipped head, checked (format, shapes, finite values, weights checksum, recipe settings)."""
+    path = Path(path)
+    fix = f"regenerate it with `python -m keyatten_lite_export.bio export-head {(recipe or {}).get('name', 'NAME')}` (needs the data)"
+    if not path.is_file():
+        raise ExportError(f"no shipped BIO head at {path}; {fix}")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ExportError(f"BIO head file {path} cannot be read as JSON ({exc}); {fix}") from None
+    if not isinstance(doc, dict) or doc.get("format") != HEAD_FORMAT or doc.get("format_version") != HEAD_FORMAT_VERSION:
+        raise ExportError(f"{path} is not a {HEAD_FORMAT} file of version {HEAD_FORMAT_VERSION}; {fix}")
+    parts: dict[str, np.ndarray] = {}
+    hidden = doc.get("hidden_size")
+    n = len(TAGS)
+    for key, shape in zip(_HEAD_PARTS, ((n, hidden), (n,), (n,), (n,), (n, n))):
+        try:
+            value = np.asarray(doc.get(key), dtype=np.float32)
+        except (TypeError, ValueError):
+            raise ExportError(f"BIO head file {path}: {key!r} is not an array of numbers; {fix}") from None
+        if value.shape != shape:
+            raise ExportError(f"BIO head file {path}: {key!r} has shape {list(value.shape)}, expected {list(shape)}; {fix}")
+        if not np.all(np.isfinite(value)):
+            raise ExportError(f"BIO head file {path}: {key!r} has non-finite values; {fix}")
+        parts[key] = value
+    if _weights_sha256(parts) != doc.get("weights_sha256"):
+        raise ExportError(f"BIO head file {path}: the weights do not match their recorded sha256 (damaged or edited); {fix}")
+    if recipe is not None:
+        if doc.get("name") != recipe.get("name"):
+            raise ExportError(f"BIO head file {path} is for {doc.get('name')!r}, not {recipe.get('name')!r}; {fix}")
+        if doc.get("training_sha256") != training_sha256(recipe):
+            raise ExportError(
+                f"BIO head file {path} was trained under other settings than recipe {recipe.get('name')!r} now has "
+                f"(training block, backbone or source changed); {fix}"
+            )
+    return BIOHead(**parts, training=dict(doc.get("training") or {}))
+
+
+def compare_heads(trained: BIOHead, shipped: BIOHead, dev: Sequence[EncodedDoc] | None = None) -> dict:
+    """Max |trained - shipped| per part and overall; dev Viterbi paths of both heads, compared."""
+    from keyatten_lite.scoring.bio_decode import viterbi_decode
+
+    diffs = {
+        key: float(np.abs(getattr(trained, key).astype(np.float64) - getattr(shipped, key).astype(np.float64)).max())
+        for key in _HEAD_PARTS
+    }
+    report: dict[str, Any] = {"max_abs_diff": max(diffs.values()), "per_part": diffs, "tolerance": HEAD_TOLERANCE}
+    if dev:
+        same = 0
+        for doc in dev:
+            paths = [
+                viterbi_decode(doc.hidden @ h.weight.T + h.bias, h.start, h.end, h.transitions) for h in (trained, shipped)
+            ]
+            same += paths[0] == paths[1]
+        report["dev_viterbi_paths_equal"] = f"{same}/{len(dev)}"
+        all_same = same == len(dev)
+    else:
+        all_same = False
+    worst = report["max_abs_diff"]
+    report["loose_tolerance"] = HEAD_LOOSE_TOLERANCE
+    report["within_tolerance"] = bool(worst <= HEAD_TOLERANCE or (worst <= HEAD_LOOSE_TOLERANCE and all_same))
+    return report
+
+
+def training_data_path(recipe: Mapping[str, Any], data: str | os.PathLike | None = None) -> Path | None:
+    """The recipe's training file when the data folder has it, else None (then the shipped head is used)."""
+    try:
+        path = data_dir(data) / recipe["training"]["dataset"]
+    except ExportError:
+        return None
+    return path if path.is_file() else None
+
+
+def _head_for_build(recipe: Mapping[str, Any], model_dir, data, say) -> BIOHead:
+    """Trained here when the data is present (then compared with the shipped head), else the shipped head."""
+    name = recipe["name"]
+    shipped_path = shipped_head_path(name)
+    if training_data_path(recipe, data) is None:
+        if not shipped_path.is_file():
+            raise ExportError(f"{name}: no training data ({recipe['training']['dataset']}) and no shipped head at {shipped_path}")
+        head = read_head(shipped_path, recipe)
+        head.origin = {"source": "shipped head", "file": f"models/heads/{name}.json", "file_sha256": manifest_mod.sha256_file(shipped_path)}
+        say(f"{name}: no training data; using the shipped head {shipped_path}")
+        return head
+    say(f"{name}: training the BIO head")
+    head = train_bio(model_dir, recipe, data=data, log=say)
+    head.origin = {"source": "trained here"}
+    if shipped_path.is_file():
+        shipped = read_head(shipped_path, recipe)
+        ours = (head.training.get("split") or {}).get("dataset_sha256")
+        theirs = (shipped.training.get("split") or {}).get("dataset_sha256")
+        if ours != theirs:
+            check = {"compared": False, "reason": f"data sha256 {ours} differs from the shipped head's {theirs}"}
+        else:
+            check = {"compared": True, **compare_heads(head, shipped, head.training.get("_dev_encoded"))}
+        head.origin["shipped_head"] = {"file": f"models/heads/{name}.json", "file_sha256": manifest_mod.sha256_file(shipped_path), **check}
+        if check.get("compared"):
+            verdict = "within" if check["within_tolerance"] else "OUTSIDE"
+            say(
+                f"{name}: retrained head vs shipped head: max abs diff {check['max_abs_diff']:.3g} ({verdict} tolerance "
+                f"{HEAD_TOLERANCE:g}; loose {HEAD_LOOSE_TOLERANCE:g} with dev paths {check.get('dev_viterbi_paths_equal')})"
+            )
+        else:
+            say(f"{name}: shipped head not compared: {check['reason']}")
+    return head
+
+
 # ---------------------------------------------------------------------------------------------
 # Recipe build
 
@@ -254,8 +461,7 @@ def build_bio_bundle(
     started = time.perf_counter()
 
     def export(info: dict, target: Path, kwargs: dict) -> dict:
-        say(f"{name}: training the BIO head")
-        head = train_bio(info["model_dir"], recipe, data=data, log=say)
+        head = _head_for_build(recipe, info["model_dir"], data, say)
         say(f"{name}: exporting")
         manifest = export_bio_bundle(
             info["model_dir"], target, head, name=name, check_texts=head.training.get("_dev_docs"), **kwargs
@@ -263,16 +469,19 @@ def build_bio_bundle(
         seconds = round(time.perf_counter() - started, 1)
         training = manifest["bio"]["training"]
         say(
-            f"{name}: built in {seconds:.0f} s; dev F1 {training['dev']['f1']:.3f} (torch), "
-            f"{(training.get('dev_onnx') or {}).get('f1', float('nan')):.3f} (onnx); emissions parity "
-            f"{manifest['parity']['fp32']['emissions']['max_abs_diff']:.2e} ({target})"
+            f"{name}: built in {seconds:.0f} s (head: {head.origin['source']}); dev F1 "
+            f"{(training.get('dev') or {}).get('f1', float('nan')):.3f} (torch), "
+            + (f"{training['dev_onnx']['f1']:.3f} (onnx)" if training.get("dev_onnx") else "no ONNX dev check (no data)")
+            + "; emissions parity "
+            + f"{manifest['parity']['fp32']['emissions']['max_abs_diff']:.2e} ({target})"
         )
         return {
             "build_seconds": seconds,
             "export_seconds": manifest["export_seconds"],
             "parity": manifest["parity"],
-            "dev": training["dev"],
+            "dev": training.get("dev"),
             "dev_onnx": training.get("dev_onnx"),
+            "head": manifest["bio"].get("head"),
         }
 
     return build_recipe(recipe, home, export, force=force, say=say, preparing=f"the backbone ({recipe.get('backbone')})")
@@ -281,9 +490,13 @@ def build_bio_bundle(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m keyatten_lite_export.bio", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in ("train", "build"):
+    for command in ("train", "build", "export-head"):
         p = sub.add_parser(command)
-        p.add_argument("--recipe", required=True, help="a BIO recipe name, e.g. bio-minilm-en")
+        if command == "export-head":
+            p.add_argument("recipe", help="a BIO recipe name, e.g. bio-minilm-en")
+            p.add_argument("--out", default=None, help="head file (default models/heads/<name>.json)")
+        else:
+            p.add_argument("--recipe", required=True, help="a BIO recipe name, e.g. bio-minilm-en")
         p.add_argument("--data", default=None, help="data folder (default $KEYATTEN_LITE_DATA or ../shared/data)")
         if command == "build":
             p.add_argument("--home", default=None)
@@ -304,6 +517,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix=f"bio-train-{recipe['name']}-") as work:
         info = sources.prepare(recipe, Path(work))
         head = train_bio(info["model_dir"], recipe, data=args.data, log=say)
+    if args.command == "export-head":
+        say(f"wrote {write_head(head, recipe, args.out)}")
     print(json.dumps({k: v for k, v in head.training.items() if not k.startswith("_")}, indent=2))
     return 0
 

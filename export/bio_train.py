@@ -104,6 +104,7 @@ class BIOHead:
     end: np.ndarray  # [3]
     transitions: np.ndarray  # [3, 3] from -> to
     training: dict = field(default_factory=dict)
+    origin: dict = field(default_factory=dict)  # where it came from: "trained here" / "shipped head" (bio.head)
 
     def crf_json(self) -> dict:
         """The manifest's ``bio`` entry (float32 values written exactly as Python floats)."""
@@ -379,6 +380,7 @@ def train_bio(
         dev = head.training["dev"]
         say(f"dev span P/R/F1 {dev['precision']:.3f}/{dev['recall']:.3f}/{dev['f1']:.3f} on {dev['docs']} docs")
         head.training["_dev_docs"] = [(d.text, d.gold) for d in encoded_dev]  # for the ONNX check; not written
+        head.training["_dev_encoded"] = encoded_dev  # for the comparison with the shipped head; not written
         return head
     finally:
         torch.set_num_threads(previous_threads)

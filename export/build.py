@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 from keyatten_lite.model.registry import bundles_dir
 
 from . import ExportError
-from .bio import build_bio_bundle
+from .bio import build_bio_bundle, shipped_head_path, training_data_path
 from .bio_data import data_dir
 from .encoder import export_bundle
 from .recipe_build import build_recipe, recipe_hash
@@ -72,15 +72,21 @@ def build_default_bundles(
     root = bundles_dir(home)
     root.mkdir(parents=True, exist_ok=True)
     results: list[dict] = []
-    # Attention bundles first (minutes), then the BIO taggers (trained; they need the data folder).
+    # Attention bundles first (minutes), then the BIO taggers (trained with the data, else shipped heads).
     for recipe in sorted(selected_recipes(names), key=lambda r: r.get("kind") == "bio"):
         if recipe.get("kind") != "bio":
             results.append(build_attention_bundle(recipe, home, force=force, log=say))
             continue
-        # BIO taggers are trained, not just exported (export/bio.py; docs/bio.md gives the times).
+        # BIO taggers are trained when the data is present, else built from the shipped head
+        # (models/heads/<name>.json; export/bio.py, docs/bio.md gives the times).
         try:
-            data_dir()
+            root = data_dir()
+            if training_data_path(recipe) is None:
+                raise ExportError(f"{root / recipe['training']['dataset']} not found; set KEYATTEN_LITE_DATA to the data folder")
         except ExportError as exc:
+            if shipped_head_path(recipe["name"]).is_file():
+                results.append(build_bio_bundle(recipe, home, force=force, log=say))
+                continue
             if names:  # asked for by name: say why it cannot be built
                 raise
             say(f"{recipe['name']}: skipped, no training data ({exc})")

@@ -551,11 +551,12 @@ def test_onnx_features_equal_torch_features_and_the_head_trains(tiny_bio, tmp_pa
     assert head.weight.shape == (3, 32) and np.all(np.isfinite(head.transitions))
 
 
-def test_default_build_skips_bio_without_data(monkeypatch, tmp_path):
+def test_default_build_skips_bio_without_data_or_shipped_head(monkeypatch, tmp_path):
     pytest.importorskip("torch")
-    from keyatten_lite_export import ExportError, build, sources
+    from keyatten_lite_export import ExportError, bio, build, sources
 
     monkeypatch.setenv("KEYATTEN_LITE_DATA", str(tmp_path / "no-data"))
+    monkeypatch.setattr(bio, "heads_dir", lambda: tmp_path / "no-heads")
     bio_recipes = [sources.load_recipe("bio-minilm-en"), sources.load_recipe("bio-e5-small-zh")]
     monkeypatch.setattr(build, "selected_recipes", lambda names=None: bio_recipes)
     messages = []
@@ -565,6 +566,139 @@ def test_default_build_skips_bio_without_data(monkeypatch, tmp_path):
     assert not any((tmp_path / "home" / "bundles").iterdir())
     with pytest.raises(ExportError, match="not found"):  # asked for by name: an error, not a skip
         build.build_default_bundles(home=tmp_path / "home", names=["bio-minilm-en"])
+
+
+# ------------------------------------------------------------------- shipped heads (models/heads)
+
+
+def tiny_recipe(model_dir: Path) -> dict:
+    return {
+        "name": "bio-tiny",
+        "kind": "bio",
+        "language": "en",
+        "backbone": "tiny-bert",
+        "int8": False,
+        "max_length": 64,
+        "source": {"kind": "hub", "model_id": "test/tiny-bert"},
+        "training": {"dataset": "en/tiny.jsonl", "order": "file", "exclude_first": 0, "dev_docs": 2, "max_length": 64,
+                     "seed": 0, "epochs": 2, "lr": 0.03, "batch_size": 2, "torch_threads": 1, "train_threads": 1,
+                     "features": "onnx"},
+    }
+
+
+@pytest.fixture()
+def tiny_build(tiny_bio, tmp_path, monkeypatch):
+    """The tiny BERT as the recipe source, a scratch heads folder, home and data folder."""
+    from keyatten_lite_export import bio, sources
+
+    model_dir = tiny_bio[0]
+    monkeypatch.setattr(sources, "prepare", lambda recipe, work, **kw: {"model_dir": str(model_dir), "model_id": "test/tiny-bert", "origin": "test"})
+    monkeypatch.setattr(bio, "heads_dir", lambda: tmp_path / "heads")
+    data = tmp_path / "data"
+    (data / "en").mkdir(parents=True)
+    docs = [{"id": f"t/{i}", "text": t, "keywords": ["neural networks", "attention", "自然语言处理"]} for i, t in enumerate(TINY_CORPUS * 2)]
+    (data / "en" / "tiny.jsonl").write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
+    return model_dir, tiny_recipe(model_dir), data
+
+
+def test_build_from_a_shipped_head_without_data(tiny_bio, tiny_build, tmp_path, monkeypatch):
+    from keyatten_lite.extractors.bio_tagger import BIOExtractor
+    from keyatten_lite_export import bio, build
+
+    model_dir, recipe, _ = tiny_build
+    head = tiny_head()
+    path = bio.write_head(head, recipe)
+    assert path == tmp_path / "heads" / "bio-tiny.json"
+    doc = json.loads(path.read_text())  # plain JSON, float32 weights exactly
+    assert doc["format"] == "keyatten-lite-bio-head" and doc["training_sha256"] == bio.training_sha256(recipe)
+    back = bio.read_head(path, recipe)
+    for key in ("weight", "bias", "start", "end", "transitions"):
+        np.testing.assert_array_equal(getattr(back, key), getattr(head, key))
+    (tmp_path / "empty-data").mkdir()  # a data folder without the training file counts as no data
+    monkeypatch.setenv("KEYATTEN_LITE_DATA", str(tmp_path / "empty-data"))
+    monkeypatch.setattr(build, "selected_recipes", lambda names=None: [recipe])
+    (result,) = build.build_default_bundles(home=tmp_path / "home")
+    assert result["status"] == "built" and result["head"]["source"] == "shipped head"
+    extractor = BIOExtractor(result["path"])
+    manifest = extractor.bundle.manifest
+    assert manifest["bio"]["head"]["file"] == "models/heads/bio-tiny.json"
+    np.testing.assert_array_equal(np.asarray(manifest["bio"]["transitions"], dtype=np.float32), head.transitions)
+    for text in TINY_TEXTS:
+        spans, _, emissions = torch_reference(model_dir, head, text, max_length=64)
+        run = extractor.run(text)
+        assert run.spans == spans and np.abs(run.emissions - emissions).max() <= 1e-4
+
+
+def test_damaged_or_mismatched_head_files_are_refused(tiny_build, tmp_path):
+    from keyatten_lite_export import ExportError, bio
+    from keyatten_lite_export.bio import export_bio_bundle
+
+    model_dir, recipe, _ = tiny_build
+    path = bio.write_head(tiny_head(), recipe)
+    good = json.loads(path.read_text())
+
+    def refused(doc, match, target=recipe):
+        bad = tmp_path / "bad.json"
+        bad.write_text(doc if isinstance(doc, str) else json.dumps(doc))
+        with pytest.raises(ExportError, match=match):
+            bio.read_head(bad, target)
+
+    refused('{"format": "keyatten-lite-bio-head", "weig', "cannot be read as JSON")
+    refused({**good, "format": "other"}, "not a keyatten-lite-bio-head file")
+    edited = json.loads(json.dumps(good))
+    edited["weight"][0][0] += 0.5
+    refused(edited, "do not match their recorded sha256")
+    refused({**good, "bias": good["bias"][:2]}, r"'bias' has shape \[2\], expected \[3\]")
+    refused({**good, "transitions": [[1, 2, "x"]] * 3}, "not an array of numbers")
+    refused({**good, "start": [0, float("nan"), 0]}, "non-finite")
+    refused(good, "is for 'bio-tiny', not 'bio-other'", {**recipe, "name": "bio-other"})
+    refused(good, "other settings", {**recipe, "training": {**recipe["training"], "seed": 1}})
+    # A head for another hidden size: the export refuses it before writing anything.
+    with pytest.raises(ExportError, match="hidden size 16"):
+        export_bio_bundle(model_dir, tmp_path / "out", tiny_head(hidden=16), name="bio-tiny")
+    assert not (tmp_path / "out").exists()
+
+
+def test_retraining_with_data_is_compared_with_the_shipped_head(tiny_build, tmp_path, monkeypatch):
+    from keyatten_lite_export import bio
+
+    model_dir, recipe, data = tiny_build
+    head = bio.train_bio(model_dir, recipe, data=data)
+    bio.write_head(head, recipe)
+    monkeypatch.setenv("KEYATTEN_LITE_DATA", str(data))
+    result = bio.build_bio_bundle(recipe, tmp_path / "home")
+    origin = result["head"]
+    assert origin["source"] == "trained here"
+    check = origin["shipped_head"]
+    assert check["compared"] and check["within_tolerance"], check
+    assert check["max_abs_diff"] <= bio.HEAD_TOLERANCE and check["dev_viterbi_paths_equal"] == "2/2"
+    # A shipped head that disagrees is reported, not silently accepted.
+    other = bio.BIOHead(**{k: getattr(head, k) + 0.01 for k in ("weight", "bias", "start", "end", "transitions")}, training=head.training)
+    bio.write_head(other, recipe)
+    result = bio.build_bio_bundle(recipe, tmp_path / "home", force=True)
+    assert result["head"]["shipped_head"]["within_tolerance"] is False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["bio-minilm-en", "bio-e5-small-zh"])
+def test_retrained_default_head_matches_the_shipped_head(name, tmp_path):
+    """CI's check: retraining on the data reproduces models/heads/<name>.json within the stated tolerance."""
+    pytest.importorskip("torch")
+    from conftest import data_dir, default_bundle_path
+
+    from keyatten_lite_export import bio, sources
+
+    default_bundle_path(name)  # CI's check runs where the default bundles are built
+    recipe = sources.load_recipe(name)
+    if not (data_dir() / recipe["training"]["dataset"]).exists():
+        pytest.skip(f"evaluation data not found at {data_dir()} (set KEYATTEN_LITE_DATA)")
+    shipped = bio.read_head(bio.shipped_head_path(name), recipe)
+    info = sources.prepare(recipe, tmp_path)
+    head = bio.train_bio(info["model_dir"], recipe, data=data_dir())
+    assert head.training["split"]["dataset_sha256"] == shipped.training["split"]["dataset_sha256"]
+    check = bio.compare_heads(head, shipped, head.training["_dev_encoded"])
+    assert check["within_tolerance"], check
+    assert head.training["dev"]["f1"] == pytest.approx(shipped.training["dev"]["f1"], abs=0.01)
 
 
 def test_inspec_test_documents_are_never_trained_on():
