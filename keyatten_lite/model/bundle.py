@@ -1,6 +1,7 @@
 """Model bundles: a directory with bundle.json, model.onnx, tokenizer.json (and model.int8.onnx).
 
-``open_bundle`` checks the manifest, the sha256 of every listed file and the graph's inputs and outputs
+``open_bundle`` checks the manifest, the sha256 of every listed file (hashed once, then trusted through
+the verified record of model/verified.py) and the graph's inputs and outputs
 (read straight from the ONNX protobuf, so no inference session is needed for that) and returns a
 ``Bundle``. The onnxruntime session and the tokenizer are created on first use. The layout is
 described in docs/bundle-format.md.
@@ -33,6 +34,7 @@ __all__ = [
     "validate_manifest",
     "read_onnx_io",
     "sha256_file",
+    "verify_bundle",
 ]
 
 BUNDLE_FORMAT = "keyatten-lite-bundle"
@@ -59,7 +61,8 @@ REQUIRED_KEYS = (
 
 
 # Files already hashed in this process: (path, size, mtime_ns, expected sha256). Several extractors
-# opening the same bundle then pay for hashing once.
+# opening the same bundle then pay for hashing once. Across processes, the verified record in the home
+# does the same (model/verified.py).
 _VERIFIED: set[tuple[str, int, int, str]] = set()
 _VERIFIED_LOCK = threading.Lock()
 
@@ -114,6 +117,11 @@ def resolve_bundle_path(model: str | os.PathLike) -> Path:
 
 def read_manifest(path: str | os.PathLike) -> dict:
     """Parse ``<path>/bundle.json`` (no validation beyond being a JSON object)."""
+    return _read_manifest_and_digest(path)[0]
+
+
+def _read_manifest_and_digest(path: str | os.PathLike) -> tuple[dict, str]:
+    """``bundle.json`` parsed, and the sha256 of the very bytes parsed (what verified records key on)."""
     manifest_path = Path(path) / MANIFEST_NAME
     if not manifest_path.is_file():
         raise BundleNotFoundError(
@@ -121,12 +129,13 @@ def read_manifest(path: str | os.PathLike) -> dict:
             "`keyatten-lite models build` or `keyatten-lite-export encoder`"
         )
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        raw = manifest_path.read_bytes()
+        manifest = json.loads(raw.decode("utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise BundleError(f"{manifest_path} is not valid JSON ({exc}); rebuild the bundle") from None
     if not isinstance(manifest, dict):
         raise BundleError(f"{manifest_path} must hold a JSON object; rebuild the bundle")
-    return manifest
+    return manifest, hashlib.sha256(raw).hexdigest()
 
 
 def _is_int(value: Any) -> bool:
@@ -220,7 +229,7 @@ def validate_manifest(manifest: dict, where: str = "bundle") -> None:
             raise bad(f"has no graph.{side} list of {{name, dtype, shape}}")
 
 
-def _verify_file(bundle_dir: Path, name: str, rel_name: str, entry: dict) -> None:
+def _verify_file(bundle_dir: Path, name: str, rel_name: str, entry: dict, *, use_memo: bool = True) -> None:
     path = bundle_dir / rel_name
     if not path.is_file():
         raise BundleError(
@@ -229,9 +238,10 @@ def _verify_file(bundle_dir: Path, name: str, rel_name: str, entry: dict) -> Non
         )
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, entry["sha256"])
-    with _VERIFIED_LOCK:
-        if key in _VERIFIED:
-            return
+    if use_memo:
+        with _VERIFIED_LOCK:
+            if key in _VERIFIED:
+                return
     if stat.st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
         raise ChecksumError(
             f"bundle {name!r} ({bundle_dir}): {rel_name} does not match the sha256 recorded in "
@@ -240,6 +250,60 @@ def _verify_file(bundle_dir: Path, name: str, rel_name: str, entry: dict) -> Non
         )
     with _VERIFIED_LOCK:
         _VERIFIED.add(key)
+
+
+def _verify_files(bundle_dir: Path, name: str, manifest: dict, manifest_sha256: str, *, force: bool = False) -> dict:
+    """Check every listed file: trust a matching verified record (model/verified.py), else hash them all
+    and record the result. ``force`` (``models verify``) always hashes and never trusts a memo."""
+    from keyatten_lite.model import verified
+
+    record_file = verified.record_path(name, manifest_sha256)
+    if not force and verified.record_matches(verified.load_record(record_file), bundle_dir, manifest, manifest_sha256):
+        return {"hashed": False, "record": record_file}
+    signatures: dict[str, dict] = {}
+    stable = True
+    try:
+        for rel_name, entry in manifest["files"].items():
+            try:
+                before = verified.file_signature(bundle_dir / rel_name)
+            except OSError:
+                before = None  # _verify_file names the missing file
+            _verify_file(bundle_dir, name, rel_name, entry, use_memo=not force)
+            after = verified.file_signature(bundle_dir / rel_name)
+            # A file that changed while it was hashed is not recorded: the next open hashes again.
+            stable = stable and before == after
+            signatures[rel_name] = after
+    except BundleError:
+        if force:
+            verified.remove_record(name, manifest_sha256)
+        raise
+    written = verified.write_record(name, bundle_dir, manifest, manifest_sha256, signatures) if stable else None
+    return {"hashed": True, "record": written}
+
+
+def verify_bundle(model: str | os.PathLike) -> dict:
+    """Hash every file of a bundle against bundle.json now (no memo, no record trusted), and refresh
+    its verified record. Raises ChecksumError / BundleError on a mismatch (the record is removed).
+
+    Returns ``{"name", "path", "files", "bytes", "seconds", "record"}`` (``record``: the record's path,
+    None when the home is not writable).
+    """
+    import time
+
+    begin = time.perf_counter()
+    path = resolve_bundle_path(model)
+    manifest, manifest_sha256 = _read_manifest_and_digest(path)
+    name = manifest.get("name", path.name)
+    validate_manifest(manifest, f"bundle {name!r} ({path})")
+    result = _verify_files(path, name, manifest, manifest_sha256, force=True)
+    return {
+        "name": name,
+        "path": str(path),
+        "files": len(manifest["files"]),
+        "bytes": sum(entry["bytes"] for entry in manifest["files"].values()),
+        "seconds": time.perf_counter() - begin,
+        "record": None if result["record"] is None else str(result["record"]),
+    }
 
 
 def _check_graph_io(graph_path: Path, manifest: dict, where: str) -> None:
@@ -391,15 +455,27 @@ class Bundle:
     def _create_session(self):
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        if self.intra_op_threads is not None:
-            options.intra_op_num_threads = int(self.intra_op_threads)
-        # Spinning worker threads burn the cores other work needs between runs (onnx-export-notes P8).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
+        from keyatten_lite.model.session import create_session, session_key
+
+        def make_options():
+            options = ort.SessionOptions()
+            if self.intra_op_threads is not None:
+                options.intra_op_num_threads = int(self.intra_op_threads)
+            # Spinning worker threads burn the cores other work needs between runs (onnx-export-notes P8).
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.log_severity_level = 3
+            return options
+
+        # Chosen by measurement (scripts/edge_session_options.py, docs/results/edge.md): all graph
+        # optimisations, done once and saved in the home with the weights in an external file that
+        # onnxruntime memory-maps; later sessions load it with optimisation off (zh fp32: 1.9 s and
+        # 877 MiB -> 0.2 s and 145 MiB; outputs identical). Arena, memory pattern and prepacking stay
+        # at onnxruntime's defaults: turning them off saved no memory on one document and made the
+        # 100-document batch slower.
+        level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        key = session_key(self.name, self.variant, self.content_hash, ort.__version__, "all")
         try:
-            session = ort.InferenceSession(str(self.graph_path), sess_options=options, providers=self.providers)
+            session = create_session(ort, self.graph_path, make_options, self.providers, key=key, level=level)
         except Exception as exc:  # onnxruntime raises its own non-exported exception types
             raise BundleError(
                 f"bundle {self.name!r}: onnxruntime cannot load {self.graph_path.name} ({exc})"
@@ -492,7 +568,7 @@ def open_bundle(
     ):
         raise InvalidArgumentError(f"intra_op_threads must be a positive int or None, got {intra_op_threads!r}")
     path = resolve_bundle_path(model)
-    manifest = read_manifest(path)
+    manifest, manifest_sha256 = _read_manifest_and_digest(path)
     name = manifest.get("name", path.name)
     where = f"bundle {name!r} ({path})"
     validate_manifest(manifest, where)
@@ -502,11 +578,12 @@ def open_bundle(
             f"{where} has no {variant} variant ({graph_file} is not in bundle.json); use variant='fp32' or "
             "re-export with --int8"
         )
-    for rel_name, entry in manifest["files"].items():
-        if verify_checksums:
-            _verify_file(path, name, rel_name, entry)
-        elif not (path / rel_name).is_file():
-            raise BundleError(f"{where}: file {rel_name} listed in bundle.json is missing; rebuild the bundle")
+    if verify_checksums:
+        _verify_files(path, name, manifest, manifest_sha256)
+    else:
+        for rel_name in manifest["files"]:
+            if not (path / rel_name).is_file():
+                raise BundleError(f"{where}: file {rel_name} listed in bundle.json is missing; rebuild the bundle")
     for rel_name in manifest["files"]:
         if rel_name.endswith(".onnx"):
             _check_graph_io(path / rel_name, manifest, where)
