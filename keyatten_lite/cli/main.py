@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_models.register(sub)
     cli_cache.register(sub)
+    from keyatten_lite.serve import cli as serve_cli  # light: starlette and uvicorn load when it runs
+
+    serve_cli.register(sub)
     try:
         from keyatten_lite.cli import eval as cli_eval
     except ImportError:  # the measurement harness is optional in stripped-down installs
