@@ -24,7 +24,12 @@ def test_extract_text_prints_keywords(en_bundle, zh_bundle, capsys):
     assert 1 <= len(pairs) <= 3 and all(isinstance(s, float) for _, s in pairs)
     assert main(["extract", "自然语言处理是人工智能的重要方向"]) == 0
     out = capsys.readouterr().out.strip()
-    assert set(out.split(", ")) == {"处理", "人工智能", "方向"}
+    keywords = out.split(", ")
+    # Properties, not a pinned ranking: distinct substrings of the text, and the compound that jieba
+    # cuts into 自然语言 + 处理 is a candidate of the default profile.
+    assert 1 <= len(keywords) <= 10 and len(set(keywords)) == len(keywords)
+    assert all(k and k in "自然语言处理是人工智能的重要方向" for k in keywords)
+    assert "自然语言处理" in keywords and "人工智能" in keywords
 
 
 def test_jsonl_in_jsonl_out(en_bundle, zh_bundle, tmp_path):

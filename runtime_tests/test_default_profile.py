@@ -319,6 +319,80 @@ def test_position_prior_in_units_of_position_scale():
         profile_constants.DefaultProfileConfig(position_scale=0.0)
 
 
+def _words_cands(text: str, pos_filter: str = "none"):
+    words, _spans, segments = phrases.english_words(text)
+    valid = phrases.english_valid_mask(words, pos_filter)
+    return words, phrases.build_candidate_set(words, valid, segments, "en")
+
+
+def test_adaptive_priors_follow_the_document():
+    config = profile_constants.DefaultProfileConfig(
+        frequency_power=1.0, frequency_power_size=-0.1, length_power=0.5, length_power_repeat=3.0,
+        position_scale=50.0, position_scale_size=0.5,
+    )
+    # No coefficient: the fixed constants whatever the document.
+    _w, cands = _words_cands("graph data graph data nodes")
+    assert default_scoring.adaptive_powers(cands, 5000, profile_constants.DefaultProfileConfig(
+        frequency_power=0.7, length_power=0.3, position_scale=9.0)) == (0.7, 0.3, 9.0)
+    # 100 words: D = 0, so the base values; R = share of multi-word candidates that repeat.
+    fp, lp, scale = default_scoring.adaptive_powers(cands, 100, config)
+    repeat = float((cands.counts[cands.n_words >= 2] >= 2).mean())
+    assert 0 < repeat < 1
+    assert (fp, scale) == (pytest.approx(1.0), pytest.approx(50.0))
+    assert lp == pytest.approx(0.5 + 3.0 * repeat)
+    # A longer document: less weight on frequency, a wider position scale, smoothly (no jump).
+    long_fp, _lp, long_scale = default_scoring.adaptive_powers(cands, 7600, config)
+    assert long_fp == pytest.approx(1.0 - 0.1 * math.log(76.0)) and long_scale == pytest.approx(50.0 * 76.0 ** 0.5)
+    near = default_scoring.adaptive_powers(cands, 7601, config)
+    assert abs(near[0] - long_fp) < 1e-4 and abs(near[2] - long_scale) < 0.5
+    # Nothing repeats: the length power falls back to its base; powers stay in their bounds.
+    _w, single = _words_cands("graph data, nodes")
+    assert default_scoring.adaptive_powers(single, 100, config)[1] == pytest.approx(0.5)
+    extreme = default_scoring.adaptive_powers(cands, 10**9, config)
+    assert 0.0 <= extreme[0] <= 1.5 and 0.0 <= extreme[1] <= 2.0
+
+
+def test_pos_lexicon_keeps_verbs_adverbs_pronouns_out_of_candidates():
+    text = "Graph neural networks learn representations of nodes efficiently; everyone proposes models."
+    _w, plain = _words_cands(text)
+    _w, filtered = _words_cands(text, "lexicon")
+    lexicon = phrases.non_keyphrase_words()
+    assert {"learn", "efficiently", "proposes", "whichever"} <= lexicon
+    assert not phrases.english_valid_mask(["everyone", "whichever", "learns"], "lexicon").any()
+    # ambiguous words (noun or verb) stay candidate words
+    assert not {"learning", "structure", "results", "graph", "networks", "models"} & lexicon
+    plain_texts = [t.lower() for t in plain.texts]
+    assert "neural networks learn" in plain_texts and "graph neural networks learn" in plain_texts
+    for text_ in filtered.texts:
+        assert not set(text_.lower().split()) & lexicon, text_
+    filtered_texts = [t.lower() for t in filtered.texts]
+    assert "graph neural networks" in filtered_texts and "representations" in filtered_texts
+    with pytest.raises(InvalidArgumentError, match="pos_filter"):
+        profile_constants.DefaultProfileConfig(pos_filter="spacy")
+
+
+def test_chinese_extra_tags_make_jieba_compounds_candidates():
+    words, tags = ["自然语言", "处理", "是", "人工智能"], ["l", "v", "v", "n"]
+    base = phrases.chinese_valid_mask(words, tags)
+    extended = phrases.chinese_valid_mask(words, tags, ("l", "j"))
+    assert base.tolist() == [False, True, False, True]  # the compatible path's rule
+    assert extended.tolist() == [True, True, False, True]
+    cands = phrases.build_candidate_set(words, extended, None, "zh", tags=tags)
+    assert "自然语言处理" in cands.texts
+
+
+def test_shipped_english_default_keeps_verbs_out_of_keyphrases():
+    _bundle_or_skip("minilm-l6-en")
+    ex = KeyAttenExtractor("minilm-l6-en", "en", intra_op_threads=1)
+    text = "Graph neural networks learn representations of nodes from the structure of graph data."
+    phrases = ex.extract_keywords(text, top_k=15)
+    assert phrases and not any("learn" in p.split() for p in phrases)  # "learn" is only ever a verb
+    assert "graph data" in phrases
+    # The adaptive priors measured for issue 14 are off in what ships (they cost abstracts and papers).
+    en = profile_constants.BUNDLE_CONFIGS["minilm-l6-en"]
+    assert (en.length_power_repeat, en.frequency_power_size, en.position_scale_size) == (0.0, 0.0, 0.0)
+
+
 def test_idf_method_needs_idf_and_bad_arguments_fail():
     ex = KeyAttenExtractor("minilm-l6-en", "en")
     with pytest.raises(InvalidArgumentError):
@@ -384,3 +458,13 @@ def test_chinese_default_profile_runs():
     out = ex.extract_keywords(text, "samrank", 5, with_scores=True)
     assert out and all(re.search("[\u4e00-\u9fff]", p) for p, _ in out)
     assert all(p in text for p, _ in out)  # Chinese candidates are contiguous text
+
+
+def test_contained_rule_fills_up_to_top_k_with_suppressed_candidates():
+    words, cands = _words_cands("graph neural networks. graph neural networks")
+    scores = np.asarray([float(n) for n in cands.n_words])  # longest first
+    ranked = default_scoring.rank_candidate_set(cands, scores, 10, "contained")
+    assert ranked[0][0] == "graph neural networks"
+    assert len(ranked) == len(cands)  # every nested candidate is suppressed, then fills the list
+    assert [s for _, s in ranked] == sorted((s for _, s in ranked), reverse=True)
+    assert len(default_scoring.rank_candidate_set(cands, scores, 2, "contained")) == 2

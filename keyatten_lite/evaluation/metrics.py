@@ -61,17 +61,34 @@ def _document_from_record(record: dict, where: str, default_lang: str | None) ->
 def read_jsonl(path: str | os.PathLike, default_lang: str | None = None) -> list[Document]:
     """Read a JSON Lines dataset ({"id","lang","text","keywords"} per line; blank lines skipped)."""
     documents = []
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
+    try:
+        handle = open(path, "rb")
+    except OSError as error:
+        raise InvalidArgumentError(f"{path}: cannot be read ({error.strerror or error})") from None
+    with handle:
+        for line_number, raw in enumerate(handle, start=1):
+            where = f"{path} line {line_number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise InvalidArgumentError(f"{where}: not UTF-8 (byte 0x{raw[error.start]:02x} at column {error.start + 1})") from None
             if not line.strip():
                 continue
-            where = f"{path}:{line_number}"
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
-                raise InvalidArgumentError(f"{where}: not valid JSON ({error.msg})") from error
+                raise InvalidArgumentError(f"{where}: not valid JSON ({error.msg})") from None
+            if not isinstance(record, dict):
+                raise InvalidArgumentError(f"{where}: expected a JSON object")
             documents.append(_document_from_record(record, where, default_lang))
     return documents
+
+
+def _read_utf8(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise InvalidArgumentError(f"{path}: not UTF-8 (byte 0x{error.object[error.start]:02x} at offset {error.start})") from None
 
 
 def read_folder(path: str | os.PathLike, lang: str = "en") -> list[Document]:
@@ -88,8 +105,8 @@ def read_folder(path: str | os.PathLike, lang: str = "en") -> list[Document]:
         key_file = keys_dir / (text_file.stem + ".key")
         if not key_file.is_file():
             continue
-        keywords = [line.strip() for line in key_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-        documents.append(Document(text_file.stem, lang, text_file.read_text(encoding="utf-8"), tuple(keywords)))
+        keywords = [line.strip() for line in _read_utf8(key_file).splitlines() if line.strip()]
+        documents.append(Document(text_file.stem, lang, _read_utf8(text_file), tuple(keywords)))
     return documents
 
 
@@ -113,11 +130,16 @@ def numeric_id(document_id: str) -> int:
 # "first 500 by file id"). SemEval2017: the first 200 lines of the file (kept for tuning) and the rest.
 NAMED_SPLITS: dict[str, str] = {
     "inspec-first500": "the first 500 documents sorted by the integer in their id",
+    "inspec-dev": "every document after the first 500 sorted by the integer in their id (dev data)",
     "semeval2017-first200": "the first 200 documents in file order",
     "semeval2017-rest": "every document after the first 200 in file order",
     # SemEval-2010 has no dev split of its own; long-document settings need one.
     "semeval2010-dev": "every third document (0th, 3rd, ...) in the order of the id strings (81 of 243)",
     "semeval2010-rest": "the other documents (162 of 243), in file order",
+    # Dev-only files (../shared/data README): every document, named so that a run says it is dev data.
+    "www-dev": "every document in file order (en/www.jsonl is dev data only)",
+    "kpcrowd-dev": "every document in file order (en/kpcrowd-dev.jsonl is dev data only)",
+    "csl-dev": "every document in file order (zh/csl_dev.jsonl is dev data)",
 }
 
 
@@ -134,6 +156,10 @@ def select_documents(
     if split is not None:
         if split == "inspec-first500":
             selected = sorted(selected, key=lambda d: numeric_id(d.id))[:500]
+        elif split == "inspec-dev":
+            selected = sorted(selected, key=lambda d: numeric_id(d.id))[500:]
+        elif split in ("www-dev", "kpcrowd-dev", "csl-dev"):
+            pass
         elif split == "semeval2017-first200":
             selected = selected[:200]
         elif split == "semeval2017-rest":

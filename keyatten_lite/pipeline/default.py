@@ -25,9 +25,15 @@ from keyatten_lite.scoring.default import (
     unseen_idf_value,
     word_scores_from_token_offsets,
 )
-from keyatten_lite.text.candidates import valid_word_mask
 from keyatten_lite.text.normalize import normalize_phrase
-from keyatten_lite.text.phrases import CandidateSet, build_candidate_set, chinese_words, english_valid_mask, english_words
+from keyatten_lite.text.phrases import (
+    CandidateSet,
+    build_candidate_set,
+    chinese_valid_mask,
+    chinese_words,
+    english_valid_mask,
+    english_words,
+)
 
 
 @dataclass
@@ -71,12 +77,13 @@ def layer_positions(res, base: str | None = None) -> list[int]:
 
 def words_of(res, text: str):
     """(words, tags or None, spans, segments or None, valid) of a raw text."""
+    cfg = constants(res)
     if res.settings.language == "en":
         words, spans, segments = english_words(text)
-        return words, None, spans, segments, english_valid_mask(words)
+        return words, None, spans, segments, english_valid_mask(words, cfg.pos_filter)
     with res.segment_lock:
         words, tags, spans = chinese_words(text, res.segmenter)
-    return words, tags, spans, None, valid_word_mask(words, tags, "zh")
+    return words, tags, spans, None, chinese_valid_mask(words, tags, cfg.zh_extra_tags)
 
 
 def document_keys(res, text: str) -> set[str]:

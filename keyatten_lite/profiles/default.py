@@ -52,6 +52,23 @@ class DefaultProfileConfig:
     # 150-word abstract and ranks a full paper's title/abstract/introduction terms above its body's.
     position_scale: float = 1.0
     length_power: float = 0.0
+    # Document-adaptive priors (issue 14): with R the share of the document's multi-word candidates that
+    # occur more than once and D = ln(document words / 100), the powers used are
+    #   length:    clip(length_power + length_power_repeat * R + length_power_size * D, 0, 2)
+    #   frequency: clip(frequency_power + frequency_power_size * D, 0, 1.5)
+    #   position scale: position_scale * exp(position_scale_size * D)
+    # so a short text or a news story (multi-word phrases rarely repeat) leans to short candidates and a
+    # paper whose phrases recur to long ones. All zero: fixed powers.
+    length_power_repeat: float = 0.0
+    length_power_size: float = 0.0
+    frequency_power_size: float = 0.0
+    position_scale_size: float = 0.0
+    # English: "lexicon" treats words that the shipped lexicon knows only as verbs, adverbs, pronouns
+    # or determiners as non-candidate words (a candidate never starts, ends with or spans one).
+    pos_filter: str = "none"
+    # Chinese: extra jieba tag prefixes whose words may be candidate words (the compatible path keeps
+    # n/eng/v): "l" (fixed expressions such as 自然语言), "j" (abbreviations) join the compounds.
+    zh_extra_tags: tuple[str, ...] = ()
     nested: str = "none"  # none | substring (drop keys inside/around a taken key) | contained
     unseen_idf: str = "df0"  # df0: ln(N+1)+1 (an IdfState knows N) | max: the largest seen IDF | zero: as 0.3.1
     end_filter: str = "none"  # en: none | ly-ed (no candidate ending in -ly/-ed words); zh: none | no-v
@@ -68,6 +85,8 @@ class DefaultProfileConfig:
             raise InvalidArgumentError(f"unseen_idf must be df0, max or zero, got {self.unseen_idf!r}")
         if self.end_filter not in ("none", "ly-ed", "no-v"):
             raise InvalidArgumentError(f"end_filter must be none, ly-ed or no-v, got {self.end_filter!r}")
+        if self.pos_filter not in ("none", "lexicon"):
+            raise InvalidArgumentError(f"pos_filter must be none or lexicon, got {self.pos_filter!r}")
         if self.max_ngram < 1:
             raise InvalidArgumentError(f"max_ngram must be >= 1, got {self.max_ngram}")
         if not 0.0 < self.stride_fraction <= 1.0:
@@ -82,13 +101,17 @@ class DefaultProfileConfig:
 
 # Chosen on the dev sets (docs/results/quality.md). Layers live in default_profile_layers.json.
 BUNDLE_CONFIGS: dict[str, DefaultProfileConfig] = {
+    # English: the constants tuned on abstracts and papers, with the lexicon filter (issue 14: a
+    # candidate never starts, ends with or spans a word the lexicon knows only as a verb, adverb,
+    # pronoun or determiner). The document-adaptive priors measured in docs/results/quality.md gain
+    # on short texts and news but lose .016-.020 F1@10 on abstracts and papers, so they stay off.
     "minilm-l6-en": DefaultProfileConfig(
         token_to_word="max", frequency_power=0.5, idf_power=1.0, length_power=1.0,
-        position_power=0.5, position_scale=400.0, nested="contained", end_filter="ly-ed",
+        position_power=0.5, position_scale=400.0, nested="contained", end_filter="ly-ed", pos_filter="lexicon",
     ),
     "e5-small-multi": DefaultProfileConfig(
-        token_to_word="mean", frequency_power=1.0, idf_power=1.0, length_power=0.0,
-        nested="none", end_filter="none",
+        token_to_word="mean", frequency_power=1.0, idf_power=1.0, length_power=0.2,
+        nested="none", end_filter="none", zh_extra_tags=("l", "j"),
     ),
 }
 LANGUAGE_FALLBACK: dict[str, str] = {"en": "minilm-l6-en", "zh": "e5-small-multi"}

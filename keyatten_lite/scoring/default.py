@@ -98,16 +98,37 @@ def score_candidates(
     counts = cands.counts.astype(np.float64)
     mean_attention = np.bincount(cands.occurrence_candidate, weights=occurrence, minlength=C) / counts
     tiny = 1e-12
-    log_score = np.log(mean_attention + tiny) + config.frequency_power * np.log(counts)
+    frequency_power, length_power, position_scale = adaptive_powers(cands, len(ws), config)
+    log_score = np.log(mean_attention + tiny) + frequency_power * np.log(counts)
     if word_idf is not None:
         idf_prefix = np.concatenate([[0.0], np.cumsum(np.asarray(word_idf, dtype=np.float64))])
         starts = cands.first_word
         ends = starts + cands.n_words
         mean_idf = (idf_prefix[ends] - idf_prefix[starts]) / cands.n_words
         log_score += config.idf_power * np.log(mean_idf + tiny)
-    log_score -= config.position_power * np.log1p(cands.first_word.astype(np.float64) / config.position_scale)
-    log_score += config.length_power * np.log(cands.n_words.astype(np.float64))
+    log_score -= config.position_power * np.log1p(cands.first_word.astype(np.float64) / position_scale)
+    log_score += length_power * np.log(cands.n_words.astype(np.float64))
     return log_score
+
+
+def adaptive_powers(
+    cands: CandidateSet, n_doc_words: int, config: DefaultProfileConfig
+) -> tuple[float, float, float]:
+    """(frequency power, length power, position scale) for this document (``DefaultProfileConfig``:
+    the priors are smooth functions of the document's length and of how often its multi-word
+    candidates repeat)."""
+    fp, lp, scale = config.frequency_power, config.length_power, config.position_scale
+    if not (
+        config.length_power_repeat or config.length_power_size or config.frequency_power_size
+        or config.position_scale_size
+    ):
+        return fp, lp, scale
+    size = math.log(max(n_doc_words, 1) / 100.0)
+    multi = cands.n_words >= 2
+    repeat = float((cands.counts[multi] >= 2).mean()) if multi.any() else 0.0
+    lp = min(max(lp + config.length_power_repeat * repeat + config.length_power_size * size, 0.0), 2.0)
+    fp = min(max(fp + config.frequency_power_size * size, 0.0), 1.5)
+    return fp, lp, scale * math.exp(config.position_scale_size * size)
 
 
 def rank_candidate_set(
@@ -115,7 +136,8 @@ def rank_candidate_set(
 ) -> list[tuple[str, float]]:
     """Best ``top_k`` (text, score); ties keep the earlier candidate. ``nested``: ``substring`` skips a
     key inside or around a taken key; ``contained`` skips a candidate whose every occurrence may lie
-    inside a taken longer candidate (its count is not above the taken one's)."""
+    inside a taken longer candidate (its count is not above the taken one's). When fewer than ``top_k``
+    survive "contained", the best suppressed candidates fill the list, in score order."""
     values = np.asarray(scores, dtype=np.float64)
     finite = np.flatnonzero(np.isfinite(values))
     order = finite[np.argsort(-values[finite], kind="stable")].tolist()
@@ -143,6 +165,13 @@ def rank_candidate_set(
         out.append((cands.texts[i], float(values[i])))
         if len(out) >= top_k:
             break
+    if nested == "contained" and len(out) < top_k:
+        # Fewer survivors than asked (short texts): the best suppressed candidates join them, and the
+        # list stays in score order.
+        chosen = set(taken)
+        extra = [i for i in order if i not in chosen][: top_k - len(out)]
+        keep = chosen | set(extra)
+        out = [(cands.texts[i], float(values[i])) for i in order if i in keep]
     return out
 
 

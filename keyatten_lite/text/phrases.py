@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -44,13 +45,53 @@ def english_words(text: str) -> tuple[list[str], np.ndarray, np.ndarray]:
     return words, np.asarray(spans, dtype=np.int64).reshape(-1, 2), np.asarray(segments, dtype=np.int64)
 
 
-def english_valid_mask(words: Sequence[str]) -> np.ndarray:
-    """Candidate words: more than one character, a letter, not a stop word."""
+def english_valid_mask(words: Sequence[str], pos_filter: str = "none") -> np.ndarray:
+    """Candidate words: more than one character, a letter, not a stop word; with ``pos_filter="lexicon"``
+    also not a word known only as a verb, adverb, pronoun or determiner (``non_keyphrase_words()``)."""
+    excluded = non_keyphrase_words() if pos_filter == "lexicon" else frozenset()
     return np.fromiter(
-        (len(w) > 1 and _EN_LETTER.search(w) is not None and w.lower() not in ENGLISH_STOP_WORDS for w in words),
+        (
+            len(w) > 1
+            and _EN_LETTER.search(w) is not None
+            and (lowered := w.lower()) not in ENGLISH_STOP_WORDS
+            and lowered not in excluded
+            for w in words
+        ),
         dtype=bool,
         count=len(words),
     )
+
+
+# Words known only as verbs, auxiliaries or adverbs, plus pronouns and determiners (plain text, one a
+# line; built by scripts/build_pos_lexicon.py from lemminflect 0.2.3's lexicon, MIT licence).
+LEXICON_FILE = Path(__file__).with_name("non_keyphrase_words.txt")
+_NON_KEYPHRASE: frozenset[str] | None = None
+
+
+def non_keyphrase_words() -> frozenset[str]:
+    """Lower-case English words that are only ever verbs, adverbs, pronouns or determiners."""
+    global _NON_KEYPHRASE
+    if _NON_KEYPHRASE is None:
+        text = LEXICON_FILE.read_text(encoding="utf-8")
+        _NON_KEYPHRASE = frozenset(w for w in text.split("\n") if w and not w.startswith("#"))
+    return _NON_KEYPHRASE
+
+
+def chinese_valid_mask(words: Sequence[str], tags: Sequence[str], extra_tags: Sequence[str] = ()) -> np.ndarray:
+    """The compatible path's Chinese candidate words, plus words of two or more characters whose jieba
+    tag starts with one of ``extra_tags`` (such as ``l``: 自然语言, which jieba cuts off 处理)."""
+    from keyatten_lite.text.candidates import valid_word_mask
+
+    valid = valid_word_mask(words, tags, "zh")
+    if extra_tags:
+        prefixes = tuple(extra_tags)
+        extra = np.fromiter(
+            (len(w) > 1 and w.strip() == w and t.startswith(prefixes) for w, t in zip(words, tags)),
+            dtype=bool,
+            count=len(words),
+        )
+        valid = valid | extra
+    return valid
 
 
 def chinese_words(text: str, segmenter) -> tuple[list[str], list[str], np.ndarray]:
@@ -171,5 +212,3 @@ def build_candidate_set(
     return CandidateSet(
         texts, keys, as_int(lengths), as_int(firsts), as_int(occ_c), as_int(occ_s), as_int(occ_e), joiner
     )
-
-
