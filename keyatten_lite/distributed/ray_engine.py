@@ -48,7 +48,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -67,6 +66,7 @@ from keyatten_lite.distributed.shards import (
 )
 from keyatten_lite.distributed.stages import ExtractActor, count_idf, plan_batch, read_chunks
 from keyatten_lite.errors import InvalidArgumentError, KeyAttenLiteError
+from keyatten_lite.state.atomic import atomic_write_bytes
 from keyatten_lite.pipeline.inputs import CHUNK_BATCHES, file_run_chunks
 from keyatten_lite.text.language import detect_language
 
@@ -264,22 +264,6 @@ def _plan_chunks(shards: Sequence[dict], infos: Sequence[dict], step: int) -> tu
     return gstart, chunks
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _plan(session: _Session, files: Sequence[str], lang: str | None, shard_bytes: int):
     shards = make_shards(files, shard_bytes)
     if not shards:
@@ -408,7 +392,7 @@ def ray_extract(
                             if seen[g]:
                                 raise KeyAttenLiteError(f"record {g} is in two chunks")
                             seen[g] = 1
-                        _atomic_write(out / f"part-{key}.jsonl", data)
+                        atomic_write_bytes(out / f"part-{key}.jsonl", data, prefix=".tmp-", suffix=".part")
                         written[key] = (n, digest)
 
             _run(consume)
@@ -424,7 +408,7 @@ def ray_extract(
             "retried_chunks": duplicates,
             "seconds": round(time.perf_counter() - t0, 3),
         }
-        _atomic_write(out / SUCCESS, (json.dumps(summary, indent=1) + "\n").encode())
+        atomic_write_bytes(out / SUCCESS, (json.dumps(summary, indent=1) + "\n").encode(), prefix=".tmp-", suffix=".part")
         return summary
 
 

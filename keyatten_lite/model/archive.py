@@ -33,6 +33,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from keyatten_lite.state.atomic import default_file_mode
 from keyatten_lite.errors import (
     BundleError,
     ChecksumError,
@@ -84,15 +85,8 @@ def json_bytes(obj: Any) -> bytes:
 
 
 def file_mode() -> int:
-    """What ``open(path, "w")`` would give a new file (0o666 less the umask, read from /proc)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return 0o666 & ~int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o644
+    """What ``open(path, "w")`` would give a new file (0o666 less the umask)."""
+    return default_file_mode()
 
 
 def fsync_dir(path: Path) -> None:

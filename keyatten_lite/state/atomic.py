@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 
-def _default_mode() -> int:
+def default_file_mode() -> int:
     """The permissions ``open(path, "w")`` would give a new file: 0o666 less the process umask.
 
     Linux reports the umask in /proc. Elsewhere it can only be read by setting and restoring it, which
@@ -45,7 +45,7 @@ def atomic_write_bytes(target: str | os.PathLike, data: bytes, *, prefix: str | 
         try:
             mode = target.stat().st_mode & 0o777
         except OSError:
-            mode = _default_mode()
+            mode = default_file_mode()
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
