@@ -736,8 +736,11 @@ def test_trained_default_bio_bundles(name, language):
     training = manifest["bio"]["training"]
     assert manifest["parity"]["fp32"]["emissions"]["max_abs_diff"] <= 1e-4
     assert extractor.language == language
-    # The ONNX decoding of the dev split scores like the torch decoding done at training time.
-    assert abs(training["dev_onnx"]["f1"] - training["dev"]["f1"]) <= 0.03
+    if "dev_onnx" in training:  # trained here, with the data beside the checkout
+        # The ONNX decoding of the dev split scores like the torch decoding done at training time.
+        assert abs(training["dev_onnx"]["f1"] - training["dev"]["f1"]) <= 0.03
+    else:  # a fresh clone without the data: built from the shipped head
+        assert manifest["bio"]["head"]["source"] == "shipped head"
     assert training["dev"]["f1"] > 0.2
     docs = read_jsonl("en/inspec.jsonl" if language == "en" else "zh/csl_test.jsonl", limit=5)
     for doc, spans in zip(docs, extractor.extract_spans_batch([d["text"] for d in docs])):
