@@ -80,7 +80,9 @@ def words_of(res, text: str):
     cfg = constants(res)
     if res.settings.language == "en":
         words, spans, segments = english_words(text)
-        return words, None, spans, segments, english_valid_mask(words, cfg.pos_filter)
+        limit = cfg.pos_filter_max_words
+        pos_filter = cfg.pos_filter if limit is None or len(words) <= limit else "none"
+        return words, None, spans, segments, english_valid_mask(words, pos_filter)
     with res.segment_lock:
         words, tags, spans = chinese_words(text, res.segmenter)
     return words, tags, spans, None, chinese_valid_mask(words, tags, cfg.zh_extra_tags)
