@@ -286,6 +286,8 @@ def shipped_head_path(name: str) -> Path:
 def training_sha256(recipe: Mapping[str, Any]) -> str:
     """sha256 of what the head depends on: the training settings, the backbone and its source."""
     payload = {"training": recipe.get("training"), "backbone": recipe.get("backbone"), "source": recipe.get("source")}
+    if recipe.get("vocabulary"):  # a trimmed backbone (absent key: the hashes of untrimmed recipes stay as they were)
+        payload["vocabulary"] = recipe["vocabulary"]
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 

@@ -21,7 +21,9 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-DEFAULT_BUNDLE = {"en": "minilm-l6-en", "zh": "e5-small-multi"}
+DEFAULT_BUNDLE = {"en": "minilm-l6-en", "zh": "e5-small-zh"}
+# keyatten 0.3.1 reads the full-vocabulary model of a trimmed bundle: parity then also proves the trim.
+FULL_SOURCE = {"e5-small-zh": "e5-small-multi"}
 DEFAULT_DATA = {"en": "en/inspec.jsonl", "zh": "zh/csl_dev.jsonl"}
 ALL_METHODS = [
     m + suffix
@@ -92,7 +94,7 @@ def run(lang: str, n_docs: int, data_dir: Path, top_k: int = 10, methods: Sequen
     from keyatten_lite import KeyAttenExtractor
 
     bundle = bundle or DEFAULT_BUNDLE[lang]
-    model_dir = model_dir or source_model_dir(bundle)
+    model_dir = model_dir or source_model_dir(FULL_SOURCE.get(bundle, bundle))
     docs = load_documents(lang, n_docs, data_dir)
     texts = [d["text"] for d in docs]
 

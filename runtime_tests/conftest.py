@@ -46,4 +46,4 @@ def en_bundle() -> Path:
 
 @pytest.fixture(scope="session")
 def zh_bundle() -> Path:
-    return default_bundle_path("e5-small-multi")
+    return default_bundle_path("e5-small-zh")

@@ -522,7 +522,7 @@ def test_keyword_spans_and_token_labels():
 def test_bio_recipes_reuse_the_backbone_sources():
     from keyatten_lite_export import sources
 
-    for name, backbone, language in (("bio-e5-small-zh", "e5-small-multi", "zh"), ("bio-minilm-en", "minilm-l6-en", "en")):
+    for name, backbone, language in (("bio-e5-small-zh", "e5-small-zh", "zh"), ("bio-minilm-en", "minilm-l6-en", "en")):
         recipe = sources.load_recipe(name)
         assert recipe["kind"] == "bio" and recipe["default"] is True and recipe["language"] == language
         assert recipe["int8"] is False  # the int8 BIO graph changes too many Viterbi paths (docs/bio.md)

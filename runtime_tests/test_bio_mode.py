@@ -274,7 +274,7 @@ def test_bad_input(tiny, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("bio_name,attention,language,data", [
     ("bio-minilm-en", "minilm-l6-en", "en", "en/inspec.jsonl"),
-    ("bio-e5-small-zh", "e5-small-multi", "zh", "zh/csl_test.jsonl"),
+    ("bio-e5-small-zh", "e5-small-zh", "zh", "zh/csl_test.jsonl"),
 ])
 def test_trained_bundles_on_real_text(bio_name, attention, language, data):
     from conftest import default_bundle_path, read_jsonl

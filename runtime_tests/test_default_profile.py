@@ -1,7 +1,7 @@
 """The default profile (pipeline/default.py and the modules it uses): candidates, alignment, windows, IDF default.
 
 Pure-function tests run everywhere; the ones that need the default bundles skip when they are not built
-(set KEYATTEN_LITE_HOME to a home with ``minilm-l6-en`` / ``e5-small-multi``).
+(set KEYATTEN_LITE_HOME to a home with ``minilm-l6-en`` / ``e5-small-zh``).
 """
 
 from __future__ import annotations
@@ -232,7 +232,7 @@ def test_real_tokenizer_offsets_cover_every_word():
 
 
 def test_sentencepiece_bare_pieces_are_not_aligned():
-    bundle = _bundle_or_skip("e5-small-multi")
+    bundle = _bundle_or_skip("e5-small-zh")
     (ts,) = windows.token_scores_for_texts(bundle, ["采用修正的参数 飞行器"], ["received_attn"], [bundle.layer_position(-1)])
     enc = bundle.tokenizer().encode("采用修正的参数 飞行器", add_special_tokens=False)
     bare = [t == "▁" for t in enc.tokens]
@@ -452,8 +452,8 @@ def test_several_methods_from_one_pass_equal_one_method_at_a_time(monkeypatch):
 
 
 def test_chinese_default_profile_runs():
-    _bundle_or_skip("e5-small-multi")
-    ex = KeyAttenExtractor("e5-small-multi", "zh", intra_op_threads=1)
+    _bundle_or_skip("e5-small-zh")
+    ex = KeyAttenExtractor("e5-small-zh", "zh", intra_op_threads=1)
     text = "本文研究飞行器姿态控制系统，提出了飞行器姿态控制的新方法。"
     out = ex.extract_keywords(text, "samrank", 5, with_scores=True)
     assert out and all(re.search("[\u4e00-\u9fff]", p) for p, _ in out)

@@ -43,7 +43,7 @@ def _home() -> Path:
 
 @pytest.fixture(scope="module", autouse=True)
 def bundles():
-    for name in ("minilm-l6-en", "e5-small-multi"):
+    for name in ("minilm-l6-en", "e5-small-zh"):
         manifest = _home() / "bundles" / name / "bundle.json"
         if not manifest.exists():
             pytest.skip(f"default bundle {name!r} is not built ({manifest} missing; run `keyatten-lite models build`)")

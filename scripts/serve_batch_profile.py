@@ -163,7 +163,7 @@ def proxy(args) -> int:
     data = Path(os.environ.get("KEYATTEN_LITE_DATA", REPO.parent / "shared" / "data"))
     sets = (
         ("en", "minilm-l6-en", ["inspec.jsonl", "www.jsonl", "semeval2017.jsonl", "kpcrowd-dev.jsonl"]),
-        ("zh", "e5-small-multi", ["csl_dev.jsonl", "csl_test.jsonl"]),
+        ("zh", "e5-small-zh", ["csl_dev.jsonl", "csl_test.jsonl"]),
     )
     out = {}
     for language, bundle_name, files in sets:

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 DATA = Path(os.environ.get("KEYATTEN_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-CORPORA = {"en": ("minilm-l6-en", "en/inspec.jsonl", "Inspec"), "zh": ("e5-small-multi", "zh/csl_dev.jsonl", "CSL dev")}
+CORPORA = {"en": ("minilm-l6-en", "en/inspec.jsonl", "Inspec"), "zh": ("e5-small-zh", "zh/csl_dev.jsonl", "CSL dev")}
 PROFILES = ("compat", "default")
 
 

@@ -32,7 +32,7 @@ KINDS = {
     "inspec_dev": ("en/inspec.jsonl", "inspec-dev", "en", "minilm-l6-en", 300),
     "se17_dev": ("en/semeval2017.jsonl", "semeval2017-first200", "en", "minilm-l6-en", 200),
     "se10_dev": ("en/semeval2010.jsonl", "semeval2010-dev", "en", "minilm-l6-en", 81),
-    "csl_dev": ("zh/csl_dev.jsonl", "csl-dev", "zh", "e5-small-multi", 300),
+    "csl_dev": ("zh/csl_dev.jsonl", "csl-dev", "zh", "e5-small-zh", 300),
 }
 # Test sets: read once for the final report only (never searched); SemEval2010's full pass costs
 # ~16 s per paper on the shared 2 cores, so its reads are cached in chunks and scored like the eval.

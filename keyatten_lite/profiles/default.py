@@ -25,7 +25,7 @@ from typing import Any
 
 from keyatten_lite.errors import InvalidArgumentError
 
-__all__ = ["BUNDLE_CONFIGS", "DefaultProfileConfig", "LANGUAGE_FALLBACK", "config_for", "layer_table", "tuned_layers"]
+__all__ = ["BUNDLE_CONFIGS", "DefaultProfileConfig", "LANGUAGE_FALLBACK", "SAME_TUNING", "config_for", "layer_table", "tuned_layers"]
 
 LAYERS_FILE = Path(__file__).with_name("default_profile_layers.json")
 
@@ -119,6 +119,9 @@ BUNDLE_CONFIGS: dict[str, DefaultProfileConfig] = {
     ),
 }
 LANGUAGE_FALLBACK: dict[str, str] = {"en": "minilm-l6-en", "zh": "e5-small-multi"}
+# A trimmed-vocabulary bundle computes the same numbers as its full one on the text it serves, so it
+# shares the full bundle's tuning (constants and layers).
+SAME_TUNING: dict[str, str] = {"e5-small-zh": "e5-small-multi"}
 
 
 def layer_table(path: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
@@ -132,7 +135,7 @@ def layer_table(path: str | os.PathLike | None = None) -> dict[str, dict[str, An
 
 def tuned_layers(bundle_name: str, method: str | None = None) -> tuple[int, ...] | None:
     """The read layers tuned for ``bundle_name`` (and base ``method`` when it has its own), or None."""
-    entry = layer_table().get(bundle_name)
+    entry = layer_table().get(SAME_TUNING.get(bundle_name, bundle_name))
     if not entry:
         return None
     per_method = entry.get("method_layers") or {}
@@ -144,6 +147,7 @@ def tuned_layers(bundle_name: str, method: str | None = None) -> tuple[int, ...]
 def config_for(bundle_name: str, language: str, method: str | None = None) -> DefaultProfileConfig:
     """The tuned config of a bundle (falling back to the default bundle of ``language``), with the
     layers tuned for base ``method`` filled in."""
+    bundle_name = SAME_TUNING.get(bundle_name, bundle_name)
     name = bundle_name if bundle_name in BUNDLE_CONFIGS else LANGUAGE_FALLBACK.get(language, "minilm-l6-en")
     config = BUNDLE_CONFIGS[name]
     if config.layers is None:
