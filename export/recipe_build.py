@@ -19,6 +19,8 @@ from keyatten_lite.errors import BundleError
 from keyatten_lite.model.bundle import FORMAT_VERSION, open_bundle, read_manifest
 from keyatten_lite.model.registry import bundles_dir
 
+from . import ExportError
+
 __all__ = ["recipe_hash", "up_to_date", "build_recipe"]
 
 
@@ -66,6 +68,9 @@ def build_recipe(
     if not force and up_to_date(target, wanted_hash):
         say(f"{name}: up to date ({target})")
         return {"name": name, "path": str(target), "status": "skipped", "recipe_sha256": wanted_hash}
+    default_variant = recipe.get("default_variant", "fp32")
+    if default_variant not in ("fp32", "int8") or (default_variant == "int8" and not recipe.get("int8")):
+        raise ExportError(f"recipe {name!r}: default_variant {default_variant!r} needs that variant exported (int8: true)")
     say(f"{name}: preparing {preparing}")
     with tempfile.TemporaryDirectory(prefix=f".prepare-{name}-", dir=root) as work:
         info = sources.prepare(recipe, Path(work))
@@ -76,6 +81,8 @@ def build_recipe(
             "overwrite": True,
             "extra_manifest": {
                 "language": recipe.get("language"),
+                # What KeyAttenExtractor(variant=None) reads in the default profile (docs/results/variants.md).
+                "default_variant": default_variant,
                 "build": {"recipe": name, "recipe_sha256": wanted_hash},
             },
         }

@@ -367,3 +367,39 @@ def _assert_close(a, b):
     # Batches pad documents together: scores agree to float32 noise, not bit for bit.
     assert sorted(p for p, _ in a) == sorted(p for p, _ in b) or [p for p, _ in a][:3] == [p for p, _ in b][:3]
     np.testing.assert_allclose(sorted(s for _, s in a), sorted(s for _, s in b), rtol=1e-4, atol=1e-5)
+
+
+def test_rows_alone_puts_each_row_back_at_its_valid_positions():
+    """model/rows.py: each row runs unpadded; outputs go back to the batch layout, zeros at padding."""
+    from keyatten_lite.model.rows import run_rows_alone
+
+    calls = []
+
+    def run(feeds):
+        ids = feeds["input_ids"]
+        calls.append(ids.tolist())
+        n = ids.shape[1]
+        attention = np.arange(2 * n * n, dtype=np.float32).reshape(2, 1, n, n) + ids[0, 0]
+        return {"attentions": attention, "emissions": np.stack([ids.astype(np.float32)] * 3, axis=-1)}
+
+    ids = np.array([[5, 6, 7, 0], [0, 0, 8, 9]])  # right padding, then left padding
+    mask = (ids != 0).astype(np.int64)
+    out = run_rows_alone(run, {"input_ids": ids, "attention_mask": mask}, {"attentions": (1, (2, 3)), "emissions": (0, (1,))})
+    assert calls == [[[5, 6, 7]], [[8, 9]]]
+    assert out["attentions"].shape == (2, 2, 4, 4) and out["emissions"].shape == (2, 4, 3)
+    alone = np.arange(18, dtype=np.float32).reshape(2, 3, 3) + 5
+    np.testing.assert_array_equal(out["attentions"][:, 0, :3, :3], alone)
+    np.testing.assert_array_equal(out["attentions"][:, 1, 2:, 2:], np.arange(8, dtype=np.float32).reshape(2, 2, 2) + 8)
+    assert not out["attentions"][:, 0, 3, :].any() and not out["attentions"][:, 1, :2, :].any()
+    np.testing.assert_array_equal(out["emissions"][1, :, 0], [0, 0, 8, 9])
+
+
+@pytest.mark.slow
+def test_int8_keywords_do_not_depend_on_the_batch(zh_bundle):
+    """Dynamic int8 scales activations over the whole batch; rows run alone, so a document's
+    keywords are the same alone and in any batch (fp32: float noise only)."""
+    docs = [d["text"][:300] for d in read_jsonl("zh/csl_dev.jsonl", limit=6)]
+    ex = KeyAttenExtractor(model=zh_bundle, language="zh", variant="int8", intra_op_threads=2)
+    alone = [ex.extract_keywords(d, top_k=8, with_scores=True) for d in docs]
+    assert ex.extract_keywords_batch(docs, top_k=8, batch_size=6, with_scores=True) == alone
+    assert ex.extract_keywords_batch(docs[::-1], top_k=8, batch_size=3, with_scores=True) == alone[::-1]

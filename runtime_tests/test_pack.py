@@ -252,8 +252,9 @@ def test_variants(bundle, tmp_path):
     assert f"{NAME}/model.int8.onnx" in both["files"]
     same = pack_bundle(bundle, tmp_path / "both2.tar", variants=("default", "int8"))
     assert same["sha256"] == both["sha256"]
-    with pytest.raises(InvalidArgumentError, match="fp32"):
-        pack_bundle(bundle, tmp_path / "int8.tar", variants=("int8",))
+    only_int8 = pack_bundle(bundle, tmp_path / "int8.tar", variants=("int8",))
+    assert only_int8["bundles"][0]["variants"] == ["int8"]
+    assert f"{NAME}/model.int8.onnx" in only_int8["files"] and f"{NAME}/model.onnx" not in only_int8["files"]
     with pytest.raises(InvalidArgumentError, match="unknown variant"):
         pack_bundle(bundle, tmp_path / "bad.tar", variants=("fp16",))
     no_int8 = make_bundle(tmp_path / "other", "plain-en", int8=False)
@@ -311,6 +312,26 @@ def test_round_trip_default_variant(bundle, tmp_path, home):
     (entry,) = list_installed(home)
     assert entry["variants"] == ["fp32"] and entry["error"] is None
     assert [p.name for p in (home / "bundles").iterdir()] == [NAME]
+
+
+def test_an_int8_only_pack_installs_and_runs_int8(bundle, tmp_path, home):
+    """The edge install: only the default variant's graph travels, and it is what opens."""
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    manifest["default_variant"] = "int8"
+    (bundle / "bundle.json").write_text(json.dumps(manifest))
+    summary = pack_bundle(bundle, tmp_path / "b.tar.gz")  # "default" = the manifest's default_variant
+    assert summary["bundles"][0]["variants"] == ["int8"]
+    (installed,) = install_pack(tmp_path / "b.tar.gz", home=home)
+    assert sorted(p.name for p in installed.iterdir()) == ["bundle.json", "model.int8.onnx", "tokenizer.json"]
+    assert open_bundle(installed, variant="int8").variant == "int8"
+    with pytest.raises(BundleError, match="no fp32 variant.*variant='int8'"):
+        open_bundle(installed, variant="fp32")
+    from keyatten_lite.pipeline.settings import default_variant
+    from keyatten_lite.profiles import get_profile
+
+    assert default_variant(installed, get_profile("default"), "word") == "int8"
+    # compat reads fp32 when the bundle has it; an int8-only install gives its clear error on open.
+    assert default_variant(installed, get_profile("compat"), "word") == "fp32"
 
 
 def test_why_the_manifest_is_trimmed(bundle, tmp_path):
@@ -686,7 +707,7 @@ def test_cli_pack_and_install(bundle, tmp_path, home, monkeypatch, capsys):
     with pytest.raises(PackError, match="force"):
         run("install", str(tmp_path / "c.tar"))
     assert run("install", str(tmp_path / "c.tar"), "--force") == 0
-    with pytest.raises(InvalidArgumentError, match="fp32"):
+    with pytest.raises(PackError, match="no int8 variant"):  # the installed copy is fp32 only
         run("pack", NAME, "-o", str(tmp_path / "d.tar"), "--variant", "int8")
     with pytest.raises(InvalidArgumentError, match="not both"):
         run("pack", NAME, "--language", "en", "-o", str(tmp_path / "d.tar"))

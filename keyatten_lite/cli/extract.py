@@ -39,6 +39,11 @@ def output_record(record, keywords) -> dict:
     return {"id": record.data.get("id", record.index), "keywords": [[p, round(s, 6)] for p, s in keywords]}
 
 
+def requested_variant(args: argparse.Namespace) -> str | None:
+    """--int8 / --fp32, or None: the bundle's default variant (fp32 for compat)."""
+    return "int8" if getattr(args, "int8", False) else "fp32" if getattr(args, "fp32", False) else None
+
+
 class Extractors:
     """One extractor per language, made on first use with the command's options."""
 
@@ -52,7 +57,7 @@ class Extractors:
 
             args = self.args
             ex = KeyAttenExtractor(
-                model=args.model, language=lang, variant="int8" if args.int8 else "fp32", intra_op_threads=args.threads
+                model=args.model, language=lang, variant=requested_variant(args), intra_op_threads=args.threads
             )
             if args.idf:
                 ex.load_idf(args.idf)
@@ -170,6 +175,7 @@ def _extract_with_ray(args: argparse.Namespace) -> int:
         lang=args.lang,
         idf_path=args.idf,
         int8=args.int8,
+        variant=requested_variant(args),
         threads=args.threads,
         batch_size=args.batch_size,
         actors=args.actors,

@@ -34,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--model", help="bundle directory or default bundle name (default: per language)")
     ex.add_argument("--idf", help="IDF file (keyatten-lite idf fit) for the _idf methods")
     ex.add_argument("--json", action="store_true", help="print [[phrase, score], ...] for a single text")
-    ex.add_argument("--int8", action="store_true", help="use the bundle's int8 graph")
+    variant = ex.add_mutually_exclusive_group()
+    variant.add_argument("--int8", action="store_true", help="use the bundle's int8 graph")
+    variant.add_argument("--fp32", action="store_true", help="use the bundle's fp32 graph (default: the bundle's default variant)")
     ex.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
     ex.add_argument("--batch-size", type=int, default=16)
     ex.add_argument("--on-error", choices=ON_ERROR, default="stop",

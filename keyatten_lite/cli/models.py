@@ -158,8 +158,9 @@ def _register_pack(subparsers) -> None:
         "--variant",
         action="append",
         choices=["default", "fp32", "int8"],
-        help="graph variant to pack (repeatable; default: the bundle's default, fp32). The fp32 graph is "
-        "always needed by the runtime: --variant fp32 --variant int8 packs both",
+        help="graph variant to pack (repeatable; default: the bundle's default variant, bundle.json "
+        "default_variant). --variant fp32 --variant int8 packs both; a bundle installed with one variant "
+        "runs that variant only",
     )
     pack.add_argument("--language", choices=["en", "zh"], help="pack this language's default bundle instead of NAME")
     pack.add_argument("--include-bio", action="store_true", help="with --language: add the language's BIO bundle")

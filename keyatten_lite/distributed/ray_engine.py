@@ -291,6 +291,7 @@ def ray_extract(
     lang: str | None = None,
     idf_path: str | None = None,
     int8: bool = False,
+    variant: str | None = None,
     threads: int | None = None,
     batch_size: int = 16,
     actors: int | None = None,
@@ -323,7 +324,8 @@ def ray_extract(
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
         raise InvalidArgumentError(f"output must be a folder: {str(out)!r} is a file")
-    options = {"method": method, "top_k": top_k, "model": model, "idf_path": None, "int8": bool(int8),
+    options = {"method": method, "top_k": top_k, "model": model, "idf_path": None,
+               "variant": "int8" if int8 else variant,
                "threads": None, "batch_size": batch_size}
     if idf_path:
         from keyatten_lite import IdfState
@@ -419,7 +421,7 @@ def _check_options(options: dict, langs: Sequence[str]) -> None:
 
     for lang in langs:
         ex = KeyAttenExtractor(
-            model=options["model"], language=lang, variant="int8" if options["int8"] else "fp32",
+            model=options["model"], language=lang, variant=options["variant"],
             intra_op_threads=options["threads"],
         )
         if options["idf_path"]:

@@ -112,7 +112,7 @@ class ExtractActor:
             ex = KeyAttenExtractor(
                 model=o["model"],
                 language=lang,
-                variant="int8" if o["int8"] else "fp32",
+                variant=o["variant"],
                 intra_op_threads=o["threads"],
             )
             if o["idf_path"]:

@@ -60,11 +60,12 @@ class KeyAttenExtractor:
     """Extract keywords from the attention of a small transformer, on onnxruntime.
 
     ``model`` is a bundle directory or a default bundle name (``"minilm-l6-en"``,
-    ``"e5-small-multi"``); ``None`` picks the default bundle for ``language``. The arguments follow
+    ``"e5-small-zh"``); ``None`` picks the default bundle for ``language``. The arguments follow
     keyatten 0.3.1; the differences are listed in the README. Added keyword arguments:
     ``max_chars`` (only the first ``max_chars`` characters of a text are segmented),
-    ``cache_max_bytes`` (size bound of the ``cache_enabled`` disk cache; docs/cache.md), ``variant``,
-    ``intra_op_threads``, ``providers``, ``tie_break`` and ``profile`` (``"default"``, ``"compat"``
+    ``cache_max_bytes`` (size bound of the ``cache_enabled`` disk cache; docs/cache.md), ``variant``
+    (``"fp32"``, ``"int8"``, or None: the bundle's default variant, fp32 for ``profile="compat"`` and
+    bio mode), ``intra_op_threads``, ``providers``, ``tie_break`` and ``profile`` (``"default"``, ``"compat"``
     or a ``keyatten_lite.profiles.Profile`` value).
     """
 
@@ -89,7 +90,7 @@ class KeyAttenExtractor:
         cache_enabled: bool = False,
         cache_dir: str | os.PathLike = "cache",
         *,
-        variant: str = "fp32",
+        variant: str | None = None,
         intra_op_threads: int | None = None,
         providers: Sequence[str] | None = None,
         tie_break: str = "earlier",

@@ -81,7 +81,7 @@ def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
 
 def resolve_bundle_path(model: str | os.PathLike) -> Path:
     """The bundle directory for ``model``: an existing directory, or a name under ``bundles_dir()``."""
-    from keyatten_lite.model.registry import DEFAULT_BIO_BUNDLES, DEFAULT_BUNDLES, bundles_dir
+    from keyatten_lite.model.registry import DEFAULT_BIO_BUNDLES, DEFAULT_BUNDLES, OPTIONAL_BUNDLES, bundles_dir
 
     if not isinstance(model, (str, os.PathLike)) or not os.fspath(model):
         raise InvalidArgumentError(f"model must be a bundle directory or a bundle name, got {model!r}")
@@ -94,17 +94,11 @@ def resolve_bundle_path(model: str | os.PathLike) -> Path:
         installed = bundles_dir() / text
         if installed.is_dir():
             return installed
-        if text in DEFAULT_BIO_BUNDLES:
+        if text in DEFAULT_BIO_BUNDLES or text in DEFAULT_BUNDLES or text in OPTIONAL_BUNDLES:
+            how = "`keyatten-lite models build`" + (f" --name {text}" if text in OPTIONAL_BUNDLES else "")
             raise BundleNotFoundError(
-                f"BIO bundle {text!r} is not built (looked in {installed}); `keyatten-lite models build` "
-                "trains it when the evaluation data is present (../shared/data beside the repository, or "
-                "$KEYATTEN_LITE_DATA); see docs/bio.md"
-            )
-        if text in DEFAULT_BUNDLES:
-            raise BundleNotFoundError(
-                f"default bundle {text!r} is not built yet (looked in {installed}); run "
-                "`keyatten-lite models build` once (it needs the export extras: "
-                "`pip install torch==2.13.0` then `pip install -e .[export]`)"
+                f"bundle {text!r} is not built yet (looked in {installed}); run {how} once (it needs the export "
+                "extras: `pip install torch==2.13.0` then `pip install -e .[export]`), or `models install` a pack"
             )
         raise BundleNotFoundError(
             f"no bundle named {text!r} in {bundles_dir()} and no directory {text!r}; default bundles: "
@@ -212,9 +206,14 @@ def validate_manifest(manifest: dict, where: str = "bundle") -> None:
             or not _is_int(entry.get("bytes"))
         ):
             raise bad(f"has a malformed files entry for {rel_name!r} (needs sha256 and bytes)")
-    for required in (VARIANT_FILES["fp32"], tokenizer["file"]):
-        if required not in files:
-            raise bad(f"does not list {required} in files")
+    if tokenizer["file"] not in files:
+        raise bad(f"does not list {tokenizer['file']} in files")
+    # A packed bundle may carry only its default variant (an int8-only edge install).
+    if not any(graph_file in files for graph_file in VARIANT_FILES.values()):
+        raise bad(f"lists none of the graphs {', '.join(VARIANT_FILES.values())} in files")
+    default_variant = manifest.get("default_variant", "fp32")
+    if default_variant not in VARIANT_FILES:
+        raise bad(f"has default_variant {default_variant!r}, expected one of {sorted(VARIANT_FILES)}")
 
     graph = manifest["graph"]
     if not isinstance(graph, dict):
@@ -522,13 +521,22 @@ class Bundle:
                 "the graph does not follow the bundle format"
             )
 
+    def _run(self, wanted: list[str], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        def run(f: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            values = self.session().run(wanted, f)
+            return {name: np.asarray(value, dtype=np.float32) for name, value in zip(wanted, values)}
+
+        if self.variant == "int8" and feeds["input_ids"].shape[0] > 1:  # batch-dependent numbers (model/rows.py)
+            from keyatten_lite.model.rows import run_rows_alone
+
+            return run_rows_alone(run, feeds, {n: (1, (2, 3)) if n == self.output_name else (0, (1,)) for n in wanted})
+        return run(feeds)
+
     def run_attention(self, input_ids, attention_mask) -> np.ndarray:
         """Head-mean attention, float32 ``[n_exported_layers, batch, seq, seq]`` (queries x keys)."""
         feeds = self._feeds(input_ids, attention_mask)
-        (output,) = self.session().run([self.output_name], feeds)
-        output = np.asarray(output, dtype=np.float32)
-        batch, seq = feeds["input_ids"].shape
-        self._check_attention_shape(output, batch, seq)
+        output = self._run([self.output_name], feeds)[self.output_name]
+        self._check_attention_shape(output, *feeds["input_ids"].shape)
         return output
 
     def run_outputs(self, input_ids, attention_mask, names=None) -> dict[str, np.ndarray]:
@@ -544,11 +552,9 @@ class Bundle:
                 f"bundle {self.name!r} has outputs {self.output_names}; cannot return {unknown or wanted}"
             )
         feeds = self._feeds(input_ids, attention_mask)
-        values = self.session().run(wanted, feeds)
-        outputs = {name: np.asarray(value, dtype=np.float32) for name, value in zip(wanted, values)}
-        batch, seq = feeds["input_ids"].shape
+        outputs = self._run(wanted, feeds)
         if self.output_name in outputs:
-            self._check_attention_shape(outputs[self.output_name], batch, seq)
+            self._check_attention_shape(outputs[self.output_name], *feeds["input_ids"].shape)
         return outputs
 
 
@@ -574,10 +580,9 @@ def open_bundle(
     validate_manifest(manifest, where)
     graph_file = VARIANT_FILES[variant]
     if graph_file not in manifest["files"]:
-        raise BundleError(
-            f"{where} has no {variant} variant ({graph_file} is not in bundle.json); use variant='fp32' or "
-            "re-export with --int8"
-        )
+        other = next(v for v, f in VARIANT_FILES.items() if f in manifest["files"])
+        raise BundleError(f"{where} has no {variant} variant ({graph_file} is not in bundle.json); use variant="
+                          f"{other!r} or rebuild it (`models build --force`, or a pack with --variant {variant})")
     if verify_checksums:
         _verify_files(path, name, manifest, manifest_sha256)
     else:

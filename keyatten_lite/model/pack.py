@@ -68,14 +68,6 @@ def _normalise_variants(variants: Iterable[str] | str, default: str) -> list[str
             chosen.add(variant)
         else:
             raise InvalidArgumentError(f"unknown variant {variant!r}: use 'default', 'fp32' or 'int8'")
-    if VARIANTS[0] not in chosen:
-        # validate_manifest requires model.onnx in every bundle's files table, and open_bundle verifies
-        # every listed file: a pack without the fp32 graph would install a bundle that never opens.
-        raise InvalidArgumentError(
-            "a pack must include the fp32 graph: the runtime requires model.onnx in every bundle (even to "
-            "run int8), so an int8-only bundle would not open; pass variants=('fp32', 'int8') "
-            "(CLI: --variant fp32 --variant int8)"
-        )
     return [v for v in VARIANTS if v in chosen]
 
 
@@ -273,8 +265,8 @@ def pack_bundle(
 ) -> dict:
     """Write one bundle into a deterministic tar (gzip by default or by a .tar.gz/.tgz suffix).
 
-    ``variants``: "default" (the manifest's default variant, fp32 today), "fp32", "int8"; the fp32
-    graph is required (the runtime needs model.onnx). Returns ``{archive, compress, bytes, sha256,
+    ``variants``: "default" (the manifest's ``default_variant``, fp32 when it has none), "fp32",
+    "int8"; a bundle installed from a pack runs the variants packed. Returns ``{archive, compress, bytes, sha256,
     bundles, files, content_bytes}``. The archive is written atomically (temp file + rename).
     """
     source = _resolve_source(name_or_dir, home)
@@ -299,7 +291,7 @@ def pack_language(
     compress: str | None = "auto",
     home: str | os.PathLike | None = None,
 ) -> dict:
-    """Pack the default bundle of ``language`` (en: minilm-l6-en, zh: e5-small-multi) into one archive;
+    """Pack the default bundle of ``language`` (en: minilm-l6-en, zh: e5-small-zh) into one archive;
     with ``include_bio`` also the language's BIO bundle (which gets only the variants it has: the
     default BIO bundles have no int8 graph)."""
     names = [default_bundle_for(language)]

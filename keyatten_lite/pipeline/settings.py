@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from keyatten_lite.errors import InvalidArgumentError
+from keyatten_lite.errors import InvalidArgumentError, KeyAttenLiteError
 from keyatten_lite.pipeline.inputs import check_int
 from keyatten_lite.profiles import PROFILES, Profile, get_profile
 from keyatten_lite.state.cache import DiskCache
@@ -142,8 +142,8 @@ class Settings:
             raise InvalidArgumentError("is_causal_override must be None, True or False")
         if tie_break not in ("earlier", "later"):
             raise InvalidArgumentError("tie_break must be 'earlier' or 'later'")
-        if variant not in ("fp32", "int8"):
-            raise InvalidArgumentError("variant must be 'fp32' or 'int8'")
+        if variant not in (None, "fp32", "int8"):
+            raise InvalidArgumentError("variant must be None (the bundle's default), 'fp32' or 'int8'")
         if intra_op_threads is not None:
             check_int("intra_op_threads", intra_op_threads)
             if intra_op_threads < 1:
@@ -162,6 +162,8 @@ class Settings:
             model = os.path.dirname(os.path.abspath(os.fspath(model)))
         if not isinstance(model, (str, os.PathLike)) or not str(model):
             raise InvalidArgumentError("model is required: a bundle directory or a default bundle name")
+        if variant is None:
+            variant = default_variant(model, profile, candidate_scoring)
         return cls(
             model=model,
             model_defaulted=defaulted,
@@ -185,6 +187,31 @@ class Settings:
             max_chars=max_chars,
             profile=profile,
         )
+
+
+def default_variant(model: str | os.PathLike, profile: Profile, candidate_scoring: str) -> str:
+    """The graph variant when none is asked for.
+
+    ``compat`` reads fp32, so parity with 0.3.1 never depends on quantisation, and so does bio mode,
+    whose shared one-pass graph is fp32 (docs/bio.md). Otherwise the bundle's ``default_variant``:
+    the smaller graph where it kept dev F1 within .005 of fp32 (docs/results/variants.md). A bundle
+    that cannot be read yet (not built) reads fp32; opening it later reports what is wrong.
+    """
+    if profile.name == "compat" or candidate_scoring == "bio":
+        return "fp32"
+    from keyatten_lite.model.bundle import VARIANT_FILES, read_manifest, resolve_bundle_path
+
+    try:
+        manifest = read_manifest(resolve_bundle_path(model))
+    except (KeyAttenLiteError, OSError, ValueError):
+        return "fp32"
+    chosen = manifest.get("default_variant", "fp32") if isinstance(manifest, dict) else "fp32"
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if chosen not in VARIANT_FILES or not isinstance(files, dict):
+        return "fp32"
+    if VARIANT_FILES[chosen] not in files:  # a pack installed with one variant only: that one
+        return next((v for v, f in VARIANT_FILES.items() if f in files), chosen)
+    return chosen
 
 
 def check_bio_model_path(path: Any) -> str | os.PathLike:
