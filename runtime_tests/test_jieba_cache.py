@@ -296,3 +296,34 @@ def test_freq_load_does_not_import_posseg(warm_cache) -> None:
         [sys.executable, "-c", code, str(warm_cache)], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "False False"
+
+
+def test_posseg_imported_from_the_cache_is_jiebas_own(tmp_path) -> None:
+    """The segmenter imports jieba.posseg without its dict.txt parse; the global tagger that import
+    leaves must be the one a plain import builds (its tag table, and what jieba.posseg.lcut gives)."""
+    code = (
+        "import json, sys, time\n"
+        "from keyatten_lite.text import segment\n"
+        "import jieba\n"
+        "segment._fresh_jieba_pair()\n"
+        "import jieba.posseg as P\n"
+        "ref = P.POSTokenizer.__new__(P.POSTokenizer)\n"
+        "ref.load_word_tag(jieba.dt.get_dict_file())\n"
+        "jieba.setLogLevel(60)\n"
+        "print(json.dumps([P.dt.word_tag_tab == ref.word_tag_tab, len(ref.word_tag_tab),\n"
+        "                  [list(p) for p in P.lcut(sys.argv[1])]], ensure_ascii=False))\n"
+    )
+    plain = (
+        "import json, sys\n"
+        "import jieba, jieba.posseg as P\n"
+        "jieba.setLogLevel(60)\n"
+        "print(json.dumps([list(p) for p in P.lcut(sys.argv[1])], ensure_ascii=False))\n"
+    )
+    text = "自然语言处理是人工智能的重要方向，关键词提取无需训练数据。"
+    env = {**os.environ, "KEYATTEN_LITE_HOME": str(tmp_path)}
+    for _ in range(2):  # the first run builds the cache (a plain import), the second reads it
+        ours = subprocess.run([sys.executable, "-c", code, text], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    same_table, entries, tagged = json.loads(ours.stdout)
+    reference = subprocess.run([sys.executable, "-c", plain, text], cwd=REPO, capture_output=True, text=True, check=True)
+    assert same_table and entries > 300_000
+    assert tagged == json.loads(reference.stdout)
