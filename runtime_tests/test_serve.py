@@ -290,6 +290,56 @@ def test_queued_documents_of_similar_length_share_a_call():
     assert ex.calls[1:] == [LONG, SHORT]
 
 
+def test_a_new_document_joins_the_next_call_of_its_length():
+    """No micro-batch barrier: a document that arrives while the oldest one's call runs shares the
+    next call with the queued documents of its length, instead of waiting behind a whole micro-batch."""
+
+    class Stepper:
+        def __init__(self) -> None:
+            self.calls: list[list[str]] = []
+            self.steps = threading.Semaphore(0)
+            self.started = threading.Semaphore(0)
+
+        def factory(self, language, profile):
+            return self
+
+        def extract_keywords_batch(self, texts, method="received_attn", top_k=10, with_scores=False):
+            self.calls.append(list(texts))
+            self.started.release()
+            assert self.steps.acquire(timeout=10), "test never released the call"
+            return [[(t.split()[0], float(len(t)))] for t in texts]
+
+    async def scenario() -> list:
+        ex = Stepper()
+        b = MicroBatcher(ex.factory, max_batch=8, max_queue=64)
+        await b.start()
+        key = GroupKey("en", "default", "received_attn", 10)
+        loop = asyncio.get_running_loop()
+
+        async def started() -> None:
+            assert await loop.run_in_executor(None, ex.started.acquire, True, 10)
+
+        blocker = asyncio.ensure_future(b.submit([(key, "blocker text")]))
+        await started()
+        first = [asyncio.ensure_future(b.submit([(key, t)])) for t in (LONG[0], SHORT[0])]
+        while b.queue_depth < 2:
+            await asyncio.sleep(0.005)
+        ex.steps.release()  # the blocker ends; LONG[0] (the oldest) goes alone
+        await started()
+        late = asyncio.ensure_future(b.submit([(key, SHORT[1])]))
+        while b.queue_depth < 2:
+            await asyncio.sleep(0.005)
+        for _ in range(3):
+            ex.steps.release()
+        answers = await asyncio.gather(blocker, *first, late)
+        assert await b.stop(timeout=10) == 0
+        return ex.calls, answers
+
+    calls, answers = asyncio.run(scenario())
+    assert calls == [["blocker text"], [LONG[0]], [SHORT[0], SHORT[1]]]
+    assert [a[0][0][0] for a in answers] == ["blocker", "long0", "short0", "short1"]
+
+
 def test_without_length_buckets_calls_take_arrival_order():
     ex = _Recording()
     texts = [LONG[0], SHORT[0], LONG[1], SHORT[1], SHORT[2], LONG[2]]
