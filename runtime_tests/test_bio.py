@@ -272,7 +272,7 @@ TINY_CORPUS = TINY_TEXTS + ["the transformer encoder attends over every token pa
 
 
 def make_tiny_bert(directory: Path, seed: int = 0) -> Path:
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertModel
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -280,7 +280,13 @@ def make_tiny_bert(directory: Path, seed: int = 0) -> Path:
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.train_from_iterator(TINY_CORPUS * 3, trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
+    # A vocabulary built by hand, not by WordPieceTrainer: the trainer numbers its pieces in hash order,
+    # which changes from process to process, and with it every test that reads this model's outputs.
+    words = sorted({w for text in TINY_CORPUS for w, _ in tokenizer.pre_tokenizer.pre_tokenize_str(
+        tokenizer.normalizer.normalize_str(text))})
+    chars = sorted({c for w in words for c in w})
+    vocab = specials + chars + [f"##{c}" for c in chars] + [w for w in words if len(w) > 1]
+    tokenizer.model = models.WordPiece(vocab={piece: i for i, piece in enumerate(vocab)}, unk_token="[UNK]")
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
