@@ -491,3 +491,48 @@ def test_default_profile_systems_share_one_pass(monkeypatch):
     # fp32: one pass for both methods with IDF fitted on the documents; int8 is another bundle variant
     assert calls == [(("samrank_idf", "cls_attn"), 2, "fp32"), (("cls_attn",), None, "int8")]
     assert systems[0].label.endswith("(transductive idf)") and systems[1].label == "lite-default:b:cls_attn"
+
+
+def test_keybert_spec_builds_without_loading_anything():
+    import sys
+
+    from keyatten_lite.evaluation.baselines import RunContext, build_system
+
+    system = build_system("keybert", RunContext())
+    assert type(system).__name__ == "KeyBertSystem" and system.label == "keybert"
+    with pytest.raises(InvalidArgumentError, match="unknown system spec"):
+        build_system("keybert:extra", RunContext())
+    # Building the spec must not load the model: keybert and torch are imported in predict().
+    import subprocess
+
+    code = ("import sys; from keyatten_lite.evaluation.baselines import RunContext, build_system; "
+            "build_system('keybert', RunContext()); print('keybert' in sys.modules, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]
+
+
+@pytest.mark.slow
+def test_keybert_peer_ranks_the_documents_own_ngrams():
+    pytest.importorskip("keybert")
+    pytest.importorskip("sentence_transformers")
+    from keyatten_lite.evaluation.baselines import RunContext, build_system
+    from keyatten_lite.evaluation.metrics import Document
+
+    docs = [
+        Document(id="en1", lang="en", text="Graph neural networks learn node representations from graph structure.",
+                 keywords=["graph neural networks"]),
+        Document(id="en2", lang="en", text="Keyword extraction ranks candidate phrases by their attention.",
+                 keywords=["keyword extraction"]),
+        Document(id="zh1", lang="zh", text="自然语言处理是人工智能的重要方向。", keywords=["自然语言处理"]),
+    ]
+    system = build_system("keybert", RunContext(top_n=4, threads=1))
+    system.check_available()
+    predictions = system.predict(docs)
+    assert len(predictions) == 3 and all(1 <= len(p) <= 4 for p in predictions)
+    for doc, phrases in zip(docs[:2], predictions[:2]):
+        # CountVectorizer n-grams skip the stop words they remove ("node representations graph"):
+        # every word is the document's, not always the phrase.
+        words = set(doc.text.lower().replace(".", " ").split())
+        assert all(set(p.split()) <= words for p in phrases), phrases
+        assert all(1 <= len(p.split()) <= 3 for p in phrases)
+    assert all(" " not in p and p in docs[2].text for p in predictions[2])

@@ -99,7 +99,7 @@ def register(subparsers) -> None:
         "eval", help="keyphrase quality (P/R/F1@k) of keyatten-lite and baselines on a dataset",
         description="Score systems on a keyphrase dataset (JSONL {id, lang, text, keywords} or a docsutf8/keys folder). "
         "System specs: lite:<bundle>:<method>[:int8], lite-default:<bundle>:<method>[:int8], "
-        "lite-bio:<bio_bundle>:<method>[:compat], yake, yake-jieba, tfidf, tfidf-cands[:<bundle>], "
+        "lite-bio:<bio_bundle>:<method>[:compat], yake, yake-jieba, tfidf, tfidf-cands[:<bundle>], keybert, "
         "jieba-textrank, keyatten:<hf_model_dir>:<method>.",
     )
     ev.add_argument("dataset", help="JSONL file or folder with docsutf8/ and keys/")

@@ -38,6 +38,7 @@ SYSTEM_SPECS: dict[str, str] = {
     "tfidf-cands[:<bundle>]": "keyatten-lite's own word candidates ranked by the mean TF-IDF of their words",
     "jieba-textrank": "jieba.analyse.textrank (Chinese)",
     "keyatten:<hf_model_dir>:<method>": "keyatten 0.3.1 on torch with the same checkpoint",
+    "keybert": "KeyBERT 0.9.0 with all-MiniLM-L6-v2 (evaluation/keybert_peer.py)",
 }
 
 
@@ -448,6 +449,31 @@ class TfidfCandidatesSystem(System):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# KeyBERT (evaluation/keybert_peer.py)
+
+
+class KeyBertSystem(System):
+    """``keybert``: KeyBERT 0.9.0 with all-MiniLM-L6-v2, one call over all documents of the run."""
+
+    def check_available(self) -> None:
+        from .keybert_peer import missing_requirement
+
+        reason = missing_requirement()
+        if reason:
+            raise SystemUnavailable(reason)
+
+    def predict(self, documents: Sequence[Document]) -> list[list[str]]:
+        from .keybert_peer import keybert_predict
+
+        return keybert_predict(documents, self.context.top_n, self.context.threads)
+
+    def describe(self) -> dict[str, Any]:
+        from .keybert_peer import DESCRIPTION
+
+        return {**super().describe(), **DESCRIPTION}
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # keyatten 0.3.1 (torch)
 
 
@@ -507,6 +533,8 @@ def build_system(spec: str, context: RunContext) -> System:
         return YakeSystem(spec, context, segment_zh=True)
     if kind == "tfidf" and not rest:
         return TfidfSystem(spec, context)
+    if kind == "keybert" and not rest:
+        return KeyBertSystem(spec, context)
     if kind == "jieba-textrank" and not rest:
         return JiebaTextRankSystem(spec, context)
     if kind == "tfidf-cands":
