@@ -53,7 +53,7 @@ export KEYATTEN_LITE_HOME=/work/home
 /venv/bin/python -c "import importlib.util as u; print('torch installed:', u.find_spec('torch') is not None)"
 for p in /work/packs/*.tar.gz; do /venv/bin/keyatten-lite models install "$p" --force; done
 start=$(date +%s.%N)
-/venv/bin/keyatten-lite extract -i /work/docs.jsonl -o /work/arm64-out.jsonl
+/venv/bin/keyatten-lite extract -i /work/docs.jsonl -o /work/arm64-out.jsonl --threads 1
 echo "seconds $(echo "$(date +%s.%N) - $start" | bc 2>/dev/null || true)"
 EOF
 # /proc and /sys inside the root: onnxruntime reads the CPU list there (without them it warns and guesses).
