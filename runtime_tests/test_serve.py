@@ -311,7 +311,8 @@ def test_a_new_document_joins_the_next_call_of_its_length():
 
     async def scenario() -> list:
         ex = Stepper()
-        b = MicroBatcher(ex.factory, max_batch=8, max_queue=64)
+        # the overtaking window (test below) is measured from call times, which are test timing here
+        b = MicroBatcher(ex.factory, max_batch=8, max_queue=64, overtake_docs=1e6)
         await b.start()
         key = GroupKey("en", "default", "received_attn", 10)
         loop = asyncio.get_running_loop()
@@ -338,6 +339,37 @@ def test_a_new_document_joins_the_next_call_of_its_length():
     calls, answers = asyncio.run(scenario())
     assert calls == [["blocker text"], [LONG[0]], [SHORT[0], SHORT[1]]]
     assert [a[0][0][0] for a in answers] == ["blocker", "long0", "short0", "short1"]
+
+
+def test_later_documents_beyond_the_overtaking_window_wait_for_their_own_call():
+    # overtake_docs=0: only documents queued with the oldest (the same request) may join its call;
+    # separate requests of the same length, queued one after another, go one by one.
+    ex = _Recording()
+    asyncio.run(_behind_a_busy_worker(ex, SHORT, max_batch=8, max_queue=64, overtake_docs=0))
+    assert ex.calls[1:] == [[SHORT[0]], [SHORT[1]], [SHORT[2]]]
+
+    async def one_request_of_two() -> None:
+        b = MicroBatcher(ex2.factory, max_batch=8, max_queue=64, overtake_docs=0)
+        await b.start()
+        key = GroupKey("en", "default", "received_attn", 10)
+        ex2.gate.set()
+        await b.submit([(key, "warm up")])  # measures the model time: the window is 0 s from now on
+        await b.submit([(key, SHORT[0]), (key, SHORT[1])])
+        assert await b.stop(timeout=10) == 0
+
+    ex2 = _Recording()
+    asyncio.run(one_request_of_two())
+    assert ex2.calls == [["warm up"], SHORT[:2]]
+
+
+def test_overtaking_window_follows_the_measured_model_time():
+    b = MicroBatcher(_Recording().factory, overtake_docs=3)
+    assert b.overtake_window() == float("inf")  # nothing measured: the whole queue
+    with pytest.raises(ValueError):
+        MicroBatcher(_Recording().factory, overtake_docs=-1)
+    with pytest.raises(InvalidArgumentError, match="overtake_docs"):
+        ServeConfig(overtake_docs=-0.5).validated()
+    assert ServeConfig().overtake_docs == 3.0
 
 
 def test_without_length_buckets_calls_take_arrival_order():

@@ -157,7 +157,7 @@ def proxy(args) -> int:
     """How close estimate_tokens (and characters / 5) comes to the real token count."""
     import numpy as np
 
-    from keyatten_lite.bundle import open_bundle
+    from keyatten_lite.model.bundle import open_bundle
     from keyatten_lite.serve.batcher import estimate_tokens
 
     data = Path(os.environ.get("KEYATTEN_LITE_DATA", REPO.parent / "shared" / "data"))

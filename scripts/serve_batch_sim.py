@@ -47,6 +47,7 @@ def simulate(policy: str, max_batch: int, clients: int, n_requests: int, tokens,
     queue: list[tuple[float, int, int]] = []
     latencies: list[float] = []
     calls = 0
+    ema = None  # seconds of model time per document, as the batcher tracks it
     while len(latencies) < n_requests:
         while arrivals and arrivals[0][0] <= t:
             queue.append(heapq.heappop(arrivals))
@@ -54,6 +55,31 @@ def simulate(policy: str, max_batch: int, clients: int, n_requests: int, tokens,
             t = arrivals[0][0]
             continue
         queue.sort()
+        if policy in ("oldest", "window", "half", "aged"):
+            # one call at a time: the oldest document's plan_groups call, planned over the whole
+            # queue (oldest) or over its first 2N documents only (window: bounded overtaking)
+            if policy == "oldest":
+                pool = queue
+            elif policy == "window":
+                pool = queue[: 2 * max_batch]
+            elif policy == "half":
+                pool = queue[: max(2, (len(queue) + 1) // 2)]
+            else:  # aged: documents that arrived within N documents' model time (EMA) of the oldest
+                window = max_batch * ema if ema is not None else float("inf")
+                pool = [d for d in queue if d[0] <= queue[0][0] + window]
+            plan = plan_groups([estimates[d[2]] for d in pool], max_batch)
+            group = [pool[i] for i in sorted(next(g for g in plan if 0 in g))]
+            taken = {id(d) for d in group}
+            queue = [d for d in queue if id(d) not in taken]
+            seconds = cost(len(group), max(tokens[d[2]] for d in group))
+            t += seconds
+            ema = seconds / len(group) if ema is None else 0.8 * ema + 0.2 * seconds / len(group)
+            calls += 1
+            for arrived, _, _ in group:
+                latencies.append(t - arrived)
+                heapq.heappush(arrivals, (t + think, sent, sent % n_texts))
+                sent += 1
+            continue
         take = 1 if policy == "off" else max_batch
         batch, queue = queue[:take], queue[take:]
         if policy == "buckets" and len(batch) > 1:
@@ -91,7 +117,7 @@ def main(argv=None) -> int:
     if not 1 <= args.requests <= 1_000_000:
         ap.error("--requests must be in 1..1000000")
 
-    from keyatten_lite.bundle import open_bundle
+    from keyatten_lite.model.bundle import open_bundle
     from keyatten_lite.serve.batcher import estimate_tokens
 
     texts, source = load_texts(200, 600)
@@ -109,7 +135,9 @@ def main(argv=None) -> int:
         for spec in args.policies.split(","):
             name = spec.rstrip("0123456789")
             size = int(spec[len(name):] or 1)
-            if name not in ("off", "fifo", "buckets"):
+            if name in ("half",):
+                size = 8
+            if name not in ("off", "fifo", "buckets", "oldest", "window", "half", "aged"):
                 ap.error(f"unknown policy {spec!r}")
             r = simulate(name, size, clients, args.requests, tokens, estimates, cost, args.think_ms / 1000)
             print(f"  {spec:<10} {r['docs_per_s']:6.1f} docs/s  p50 {r['p50_ms']:5.0f} ms  p95 {r['p95_ms']:5.0f} ms  "

@@ -117,25 +117,32 @@ def batch_counters(port: int) -> tuple[float, float]:
 
 class ServerConfig:
     """One server configuration: ``N`` (length buckets, the default), ``N-fifo`` (arrival order, the
-    batcher before length buckets), optionally ``-wMS`` (max_wait_ms; else --max-wait-ms)."""
+    batcher before length buckets), optionally ``-wMS`` (max_wait_ms; else --max-wait-ms) and
+    ``-oD`` (overtake_docs; else the server's default)."""
 
-    SPEC = re.compile(r"^(\d+)(-fifo)?(?:-w(\d+(?:\.\d+)?))?$")
+    SPEC = re.compile(r"^(\d+)(-fifo)?(?:-w(\d+(?:\.\d+)?))?(?:-o(\d+(?:\.\d+)?))?$")
 
     def __init__(self, spec: str, default_wait_ms: float) -> None:
         m = self.SPEC.match(spec.strip())
         if not m or int(m.group(1)) < 1:
-            raise ValueError(f"bad configuration {spec!r}: N, N-fifo, N-wMS or N-fifo-wMS with N >= 1")
+            raise ValueError(f"bad configuration {spec!r}: N[-fifo][-wMS][-oD] with N >= 1")
         self.spec = spec.strip()
         self.max_batch = int(m.group(1))
         self.buckets = m.group(2) is None
         self.wait_ms = float(m.group(3)) if m.group(3) is not None else default_wait_ms
+        self.overtake = float(m.group(4)) if m.group(4) is not None else None
         if self.max_batch == 1:
             self.label = "off" if self.wait_ms == 0 else f"off (wait {self.wait_ms:g} ms)"
         else:
-            self.label = f"{'buckets' if self.buckets else 'fifo'} ({self.max_batch}{f', wait {self.wait_ms:g} ms' if self.wait_ms else ''})"
+            extra = (f", wait {self.wait_ms:g} ms" if self.wait_ms else "") + (
+                f", overtake {self.overtake:g}" if self.overtake is not None else ""
+            )
+            self.label = f"{'buckets' if self.buckets else 'fifo'} ({self.max_batch}{extra})"
 
     def flags(self) -> list[str]:
         out = ["--max-batch", str(self.max_batch), "--max-wait-ms", f"{self.wait_ms:g}"]
+        if self.overtake is not None:
+            out += ["--overtake-docs", f"{self.overtake:g}"]
         return out if self.buckets else out + ["--no-length-buckets"]
 
 
@@ -304,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", default="1,8,32", help="concurrency levels (default 1,8,32)")
     ap.add_argument(
         "--configs", "--max-batches", dest="configs", default="8,16-fifo-w5,1",
-        help="server configurations: N (length buckets), N-fifo (arrival order), -wMS (max_wait_ms); "
+        help="server configurations: N (length buckets), N-fifo (arrival order), -wMS (max_wait_ms), -oD (overtake_docs); "
         "1 = batching off (default 8,16-fifo-w5,1: the server's defaults, the batcher before length "
         "buckets with its defaults, off)",
     )

@@ -247,6 +247,7 @@ def create_app(
             max_queue=config.max_queue,
             on_batch=metrics.observe_batch,
             length_buckets=config.length_buckets,
+            overtake_docs=config.overtake_docs,
         )
         await b.start()
         state["batcher"] = b
@@ -254,8 +255,8 @@ def create_app(
             await b.preload(preload, warmup_text)
         state["status"] = "ok"
         log.info(
-            "keyatten-lite serve ready (max_batch=%d, max_wait_ms=%g, length_buckets=%s, max_queue=%d)",
-            config.max_batch, config.max_wait_ms, config.length_buckets, config.max_queue,
+            "keyatten-lite serve ready (max_batch=%d, max_wait_ms=%g, length_buckets=%s, overtake_docs=%g, max_queue=%d)",
+            config.max_batch, config.max_wait_ms, config.length_buckets, config.overtake_docs, config.max_queue,
         )
         try:
             yield

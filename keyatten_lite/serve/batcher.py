@@ -22,6 +22,14 @@ the oldest queued document (:meth:`MicroBatcher._next_call`), planned afresh aft
 document waits behind a whole micro-batch taken before it arrived: it waits for at most one call per
 document queued ahead of it, and joins the first call whose documents are of its length
 (docs/results/serve.md measured the micro-batch barrier this replaces: at 8 clients it cost p95).
+
+Bounded overtaking: only documents that arrived within ``overtake_docs`` documents' model time (the
+running mean of seconds per document) after the oldest may join its call. Every document that joins
+a call ahead of an older one lengthens that one's wait, so with the whole queue to choose from the
+documents that go alone (the longest) waited for every later arrival of a common length, and the
+p95 stayed at the unbatched one while docs/s rose (docs/serve.md). With the window each document is
+overtaken only by those that came at most ~``overtake_docs`` documents' time after it (or
+``max_wait_ms``, if that is longer).
 ``length_buckets=False`` keeps the micro-batch of up to ``max_batch`` documents in arrival order.
 
 A request's documents are queued all together or not at all: when they do not fit,
@@ -193,15 +201,17 @@ class MicroBatcher:
         max_queue: int = 256,
         on_batch: BatchObserver | None = None,
         length_buckets: bool = True,
+        overtake_docs: float = 3.0,
     ) -> None:
-        if max_batch < 1 or max_queue < 1 or max_wait_ms < 0:
-            raise ValueError("max_batch and max_queue must be >= 1 and max_wait_ms >= 0")
+        if max_batch < 1 or max_queue < 1 or max_wait_ms < 0 or not overtake_docs >= 0:
+            raise ValueError("max_batch and max_queue must be >= 1, max_wait_ms and overtake_docs >= 0")
         self._factory = extractor_factory
         self.max_batch = int(max_batch)
         self.max_wait = float(max_wait_ms) / 1000.0
         self.max_queue = int(max_queue)
         self._on_batch = on_batch
         self.length_buckets = bool(length_buckets)
+        self.overtake_docs = float(overtake_docs)
         self._queue: collections.deque[_Doc] = collections.deque()
         self._extractors: dict[tuple[str, str], Any] = {}
         self._extractors_lock = threading.Lock()
@@ -381,16 +391,27 @@ class MicroBatcher:
             except asyncio.TimeoutError:
                 return
 
+    def overtake_window(self) -> float:
+        """Seconds after the oldest document within which a document may join its call: at least
+        ``max_wait`` (documents asked to wait that long for company may have it)."""
+        if self._call_seconds_ema is None:  # nothing measured yet: the whole queue
+            return math.inf
+        return max(self.overtake_docs * self._call_seconds_ema, self.max_wait)
+
     def _next_call(self) -> list[_Doc]:
         """Take the documents of the next model call off the queue: the oldest queued document and
         the documents of its key that :func:`plan_groups` puts in its call (similar lengths, at most
-        ``max_batch``), planned over everything queued. The rest keep their places."""
+        ``max_batch``), planned over the documents that arrived within :meth:`overtake_window` of
+        it. The rest keep their places."""
         while self._queue and self._queue[0].future.done():  # cancelled requests cost nothing
             self._queue.popleft()
         if not self._queue:
             return []
         oldest = self._queue[0]
-        same_key = [d for d in self._queue if d.key == oldest.key and not d.future.done()]
+        latest = oldest.enqueued + self.overtake_window()
+        same_key = [
+            d for d in self._queue if d.key == oldest.key and not d.future.done() and d.enqueued <= latest
+        ]
         taken: set[int] = set()
         for group in plan_groups([d.size for d in same_key], self.max_batch):
             if 0 in group:

@@ -37,6 +37,11 @@ def register(subparsers) -> argparse.ArgumentParser:
         "--no-length-buckets", dest="length_buckets", action="store_false",
         help="batch queued documents in arrival order instead of by similar length (slower: padding)",
     )
+    p.add_argument(
+        "--overtake-docs", type=float, default=d.overtake_docs,
+        help="a call takes only documents that arrived within this many documents' model time after its "
+        f"oldest one: bounds how long a document can be overtaken (default {d.overtake_docs:g})",
+    )
     p.add_argument("--max-queue", type=int, default=d.max_queue, help=f"documents waiting before 503 + Retry-After (default {d.max_queue})")
     p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, help=f"request body limit, 413 beyond (default {d.max_body_bytes})")
     p.add_argument("--max-texts", type=int, default=d.max_texts, help=f"texts per request, 422 beyond (default {d.max_texts})")
@@ -88,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,
         length_buckets=args.length_buckets,
+        overtake_docs=args.overtake_docs,
         max_queue=args.max_queue,
         max_body_bytes=args.max_body_bytes,
         max_texts=args.max_texts,

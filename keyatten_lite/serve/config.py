@@ -23,6 +23,7 @@ class ServeConfig:
     max_batch: int = 8  # documents per micro-batch (1 = batching off); chosen by docs/results/serve.md
     max_wait_ms: float = 0.0  # how long the first document after an idle spell waits for company
     length_buckets: bool = True  # a call takes documents of similar length (False: arrival order)
+    overtake_docs: float = 3.0  # a call takes documents up to this many documents' model time younger than its oldest
     max_queue: int = 256  # documents waiting for the model; beyond this: 503 + Retry-After
     max_body_bytes: int = 1_048_576  # request body; beyond this: 413
     max_texts: int = 64  # documents per request; beyond this: 422
@@ -48,6 +49,8 @@ class ServeConfig:
             raise InvalidArgumentError(f"threads must be an int >= 1, got {self.threads!r}")
         if self.max_wait_ms < 0 or self.max_wait_ms > 10_000:
             raise InvalidArgumentError(f"max_wait_ms must be in [0, 10000], got {self.max_wait_ms!r}")
+        if not 0 <= self.overtake_docs <= 1_000_000:
+            raise InvalidArgumentError(f"overtake_docs must be in [0, 1000000], got {self.overtake_docs!r}")
         if self.drain_timeout_s < 0:
             raise InvalidArgumentError(f"drain_timeout_s must be >= 0, got {self.drain_timeout_s!r}")
         if self.max_texts > self.max_queue:
