@@ -149,6 +149,7 @@ class BIOKind(EncoderKind):
 
     int8_on_every_batch = True  # the int8 emissions are compared on every batch
     def __init__(self, head: BIOHead, check_texts: Sequence[tuple[str, list[str]]] | None = None):
+        super().__init__(hidden_output=False)
         self.head = head
         self.check_texts = check_texts
 
@@ -465,9 +466,12 @@ def build_bio_bundle(
     def export(info: dict, target: Path, kwargs: dict) -> dict:
         head = _head_for_build(recipe, info["model_dir"], data, say)
         say(f"{name}: exporting")
-        manifest = export_bio_bundle(
-            info["model_dir"], target, head, name=name, check_texts=head.training.get("_dev_docs"), **kwargs
-        )
+        if recipe.get("share_backbone"):
+            manifest = _export_shared(info, target, head, kwargs)
+        else:
+            manifest = export_bio_bundle(
+                info["model_dir"], target, head, name=name, check_texts=head.training.get("_dev_docs"), **kwargs
+            )
         seconds = round(time.perf_counter() - started, 1)
         training = manifest["bio"]["training"]
         say(
@@ -486,7 +490,34 @@ def build_bio_bundle(
             "head": manifest["bio"].get("head"),
         }
 
+    def _export_shared(info: dict, target: Path, head: BIOHead, kwargs: dict) -> dict:
+        """The full BIO bundle (checked against torch) in a scratch directory, then its shared-backbone
+        form at ``target`` (checked against the full one): bundle.json and the tokenizer only."""
+        from .bio_shared import share_backbone
+
+        backbone_dir = target.parent / recipe["backbone"]
+        if not (backbone_dir / manifest_mod.MANIFEST_NAME).is_file():
+            raise ExportError(f"{name}: build its backbone {recipe['backbone']!r} first (`keyatten-lite models build`)")
+        checker = BIOKind(head, head.training.get("_dev_docs"))
+        with tempfile.TemporaryDirectory(prefix=f".{name}.full-", dir=target.parent) as scratch:
+            full_dir = Path(scratch) / name
+            export_bio_bundle(info["model_dir"], full_dir, head, name=name, **{**kwargs, "overwrite": True})
+            manifest = share_backbone(
+                full_dir, backbone_dir, target, head, info["model_dir"], check=lambda work, m: checker.accept(work, m, False)
+            )
+        say(
+            f"{name}: shares {recipe['backbone']}'s graph; attention / emissions vs the full bundle "
+            f"{manifest['parity']['fp32']['shared_backbone']['attention_max_abs_diff']:.2e} / "
+            f"{manifest['parity']['fp32']['shared_backbone']['emissions_max_abs_diff']:.2e}, Viterbi paths "
+            f"{manifest['parity']['fp32']['shared_backbone']['viterbi_paths_equal']}"
+        )
+        return read_manifest_json(target)
+
     return build_recipe(recipe, home, export, force=force, say=say, preparing=f"the backbone ({recipe.get('backbone')})")
+
+
+def read_manifest_json(bundle_dir: Path) -> dict:
+    return json.loads((Path(bundle_dir) / manifest_mod.MANIFEST_NAME).read_text(encoding="utf-8"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

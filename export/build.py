@@ -52,7 +52,10 @@ def build_attention_bundle(
 
     def export(info: dict, target: Path, kwargs: dict) -> dict:
         say(f"{name}: exporting {info['model_id']}")
-        manifest = export_bundle(info["model_dir"], target, name=name, layers=recipe_layers(recipe), **kwargs)
+        manifest = export_bundle(
+            info["model_dir"], target, name=name, layers=recipe_layers(recipe),
+            hidden_output=bool(recipe.get("hidden_output", False)), **kwargs
+        )
         fp32 = manifest["parity"]["fp32"]["max_abs_diff"]
         say(f"{name}: built in {manifest['export_seconds']:.1f} s, fp32 parity {fp32:.2e} ({target})")
         return {"export_seconds": manifest["export_seconds"], "parity": manifest["parity"]}

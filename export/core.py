@@ -212,9 +212,13 @@ def attention_module_class():
                 kwargs["token_type_ids"] = torch.zeros_like(input_ids)
             return kwargs
 
-        def attend(self, input_ids, attention_mask):
-            """(stacked head-mean attention of ``layers``, the model's outputs) from one pass."""
-            outputs = self.model(**self.model_inputs(input_ids, attention_mask), output_attentions=True, return_dict=True)
+        def attend(self, input_ids, attention_mask, hidden_states: bool = False):
+            """(stacked head-mean attention of ``layers``, the model's outputs) from one pass; with
+            ``hidden_states`` the outputs hold every layer's input and the last output too."""
+            outputs = self.model(
+                **self.model_inputs(input_ids, attention_mask), output_attentions=True,
+                output_hidden_states=hidden_states, return_dict=True,
+            )
             attentions = outputs.attentions
             if attentions is None or len(attentions) != self.expected_count:
                 raise ExportError(

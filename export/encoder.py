@@ -4,7 +4,10 @@ The graph takes ``input_ids`` and ``attention_mask`` (int64 [batch, seq]) and re
 float32 [n_layers, batch, seq, seq]: for each requested layer, the attention probabilities averaged
 over heads, all from one forward pass. The steps (load, wrap, trace, verify, quantise, place) are
 :mod:`.core`'s; this module says what is particular to encoders: ``AutoModel`` cut after the deepest
-requested layer, every layer by default, right padding, token types made inside the graph.
+requested layer, every layer by default, right padding, token types made inside the graph. With
+``hidden_output`` the graph also returns ``last_layer_input`` float32 [batch, seq, hidden], the hidden
+state that enters the last layer (computed anyway for that layer's attention, so it costs nothing), and
+a BIO tagger bundle can share the backbone: it carries only the last layer and its head (docs/bio.md).
 :func:`export_bundle` takes decoder-only models too: their config routes them to :mod:`.causal`.
 """
 
@@ -13,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping, Sequence
 
-from . import core
+from . import ParityError, core
 from .causal import CausalKind
 from .core import (
     EXTERNAL_DATA_SUFFIX,
@@ -45,7 +48,12 @@ __all__ = [
     "export_onnx",
     "graph_file_names",
     "export_bundle",
+    "HIDDEN_OUTPUT",
 ]
+
+HIDDEN_OUTPUT = "last_layer_input"
+# |torch - ORT| on the hidden state (values of order 1-10, so a looser bound than attention's).
+HIDDEN_TOLERANCE = 1e-3
 
 
 def load_encoder(source: str | os.PathLike, keep_layers: int | None = None, revision: str | None = None):
@@ -67,10 +75,28 @@ def AttentionLayers(model, layers: Sequence[int]):  # noqa: N802 - a factory tha
     return core.attention_module_class()(model, layers).eval()
 
 
+def _attention_and_hidden_class():
+    class AttentionAndHidden(core.attention_module_class()):
+        """(head-mean attentions [L, B, S, S], the last layer's input hidden state [B, S, H]) from one
+        pass. The last layer's value, output and MLP stay dead code, as in the attention-only graph."""
+
+        def forward(self, input_ids, attention_mask):
+            stacked, outputs = self.attend(input_ids, attention_mask, hidden_states=True)
+            return stacked, outputs.hidden_states[-2]
+
+    return AttentionAndHidden
+
+
 class EncoderKind(core.ExportKind):
-    """Encoders: every layer by default, the model's positions, right padding."""
+    """Encoders: every layer by default, the model's positions, right padding; optionally the last
+    hidden state as a second output."""
+
+    def __init__(self, hidden_output: bool = False) -> None:
+        self.hidden_output = bool(hidden_output)
+        self.hidden_size: int | None = None
 
     def plan(self, config, layers, max_length):
+        self.hidden_size = int(config.hidden_size)
         positions = usable_positions(config)
         if max_length is None:
             max_length = positions if positions is not None else 512
@@ -80,7 +106,44 @@ class EncoderKind(core.ExportKind):
         return load_encoder(source, keep_layers=keep_layers, revision=revision)
 
     def wrap(self, model, layers):
+        if self.hidden_output:
+            return _attention_and_hidden_class()(model, layers).eval()
         return AttentionLayers(model, layers)
+
+    def output_axes(self) -> dict:
+        axes = super().output_axes()
+        return {**axes, HIDDEN_OUTPUT: {0: "batch", 1: "seq"}} if self.hidden_output else axes
+
+    def graph_outputs(self, n_layers: int) -> list[dict]:
+        outputs = super().graph_outputs(n_layers)
+        if self.hidden_output:
+            outputs.append({"name": HIDDEN_OUTPUT, "dtype": "float32", "shape": ["batch", "seq", self.hidden_size]})
+        return outputs
+
+    def run_onnx(self, session, input_ids, attention_mask):
+        if not self.hidden_output:
+            return super().run_onnx(session, input_ids, attention_mask)
+        import numpy as np
+
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+        return tuple(np.asarray(x, dtype=np.float32) for x in session.run([core.OUTPUT_NAME, HIDDEN_OUTPUT], feeds))
+
+    def check_fp32(self, report, torch_runs, onnx_runs, batches, sides) -> None:
+        super().check_fp32(report, torch_runs, onnx_runs, batches, sides)
+        if not self.hidden_output:
+            return
+        worst = 0.0
+        for (ids, mask), ref, got in zip(batches, torch_runs, onnx_runs):
+            for row, n_valid in enumerate(mask.sum(axis=1)):
+                n = int(n_valid)
+                diff = abs(ref[1][row, :n].astype("float64") - got[1][row, :n].astype("float64"))
+                worst = max(worst, float(diff.max()) if diff.size and (diff == diff).all() else float("inf"))
+        report[HIDDEN_OUTPUT] = {"max_abs_diff": worst, "tolerance": HIDDEN_TOLERANCE}
+        if not worst <= HIDDEN_TOLERANCE:
+            raise ParityError(
+                f"ONNX {HIDDEN_OUTPUT} differs from torch by {worst:.3g} (tolerance {HIDDEN_TOLERANCE:g}); "
+                "the bundle was not written"
+            )
 
 
 def export_bundle(
@@ -96,6 +159,7 @@ def export_bundle(
     extra_manifest: Mapping[str, Any] | None = None,
     probe_texts: Sequence[str] | None = None,
     revision: str | None = None,
+    hidden_output: bool = False,
 ) -> dict:
     """Export an encoder or a decoder-only model to a verified bundle at ``out_dir``; returns the manifest.
 
@@ -103,11 +167,11 @@ def export_bundle(
     layer; a list takes absolute or negative indices; None means every layer for encoders and
     keyatten's recommended layer (floor(0.75 L)) for causal models. ``max_length`` defaults to the
     model's positions (causal: capped at ``causal.DEFAULT_MAX_LENGTH_CAP``). ``revision`` is passed to
-    every ``from_pretrained`` call (hub ids). Raises ParityError (and writes nothing) if ORT and torch
+    every ``from_pretrained`` call (hub ids). ``hidden_output`` (encoders) adds ``last_layer_input``. Raises ParityError (and writes nothing) if ORT and torch
     disagree above ``verify.FP32_TOLERANCE``.
     """
     return core.export_model(
-        lambda config: CausalKind() if is_causal_config(config) else EncoderKind(),
+        lambda config: CausalKind() if is_causal_config(config) else EncoderKind(hidden_output),
         model_dir_or_hub_id,
         out_dir,
         name=name,

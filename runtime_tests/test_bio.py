@@ -748,6 +748,12 @@ def test_trained_default_bio_bundles(name, language):
     else:  # a fresh clone without the data: built from the shipped head
         assert manifest["bio"]["head"]["source"] == "shipped head"
     assert training["dev"]["f1"] > 0.2
+    # The default taggers share their attention bundle's graph: only the last layer and the head here.
+    assert manifest["backbone"]["bundle"] == {"en": "minilm-l6-en", "zh": "e5-small-zh"}[language]
+    assert sorted(p.name for p in path.iterdir()) == ["bundle.json", "head.onnx", "tokenizer.json"]
+    shared = manifest["parity"]["fp32"]["shared_backbone"]
+    assert shared["emissions_max_abs_diff"] <= 1e-4 and shared["attention_max_abs_diff"] <= 1e-4
+    assert len(set(shared["viterbi_paths_equal"].split("/"))) == 1
     docs = read_jsonl("en/inspec.jsonl" if language == "en" else "zh/csl_test.jsonl", limit=5)
     for doc, spans in zip(docs, extractor.extract_spans_batch([d["text"] for d in docs])):
         assert spans == extractor.extract_spans(doc["text"])

@@ -1,5 +1,9 @@
 """Model bundles: a directory with bundle.json, model.onnx, tokenizer.json (and model.int8.onnx).
 
+A BIO tagger bundle may instead share the graph of an attention bundle (``backbone`` in bundle.json):
+it carries bundle.json, tokenizer.json and a small ``head.onnx`` (the backbone's last layer and the BIO
+head), which turns the backbone's ``last_layer_input`` into the emissions (:class:`SharedBackboneBundle`).
+
 ``open_bundle`` checks the manifest, the sha256 of every listed file (hashed once, then trusted through
 the verified record of model/verified.py) and the graph's inputs and outputs
 (read straight from the ONNX protobuf, so no inference session is needed for that) and returns a
@@ -15,12 +19,21 @@ import numbers
 import os
 import threading
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from keyatten_lite.model.onnx_io import read_onnx_io
 from keyatten_lite.errors import BundleError, BundleNotFoundError, ChecksumError, InvalidArgumentError
+from keyatten_lite.model.manifest import (  # re-exported: bundle.json's format lives in model/manifest.py
+    BUNDLE_FORMAT,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    VARIANT_FILES,
+    check_graph_io,
+    read_manifest_and_digest,
+    read_manifest,
+    validate_manifest,
+)
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -28,6 +41,7 @@ __all__ = [
     "MANIFEST_NAME",
     "VARIANT_FILES",
     "Bundle",
+    "SharedBackboneBundle",
     "open_bundle",
     "resolve_bundle_path",
     "read_manifest",
@@ -36,29 +50,6 @@ __all__ = [
     "sha256_file",
     "verify_bundle",
 ]
-
-BUNDLE_FORMAT = "keyatten-lite-bundle"
-FORMAT_VERSION = 1
-MANIFEST_NAME = "bundle.json"
-VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
-
-REQUIRED_KEYS = (
-    "format",
-    "format_version",
-    "name",
-    "architecture",
-    "num_layers",
-    "exported_layers",
-    "default_layer",
-    "graph",
-    "special_tokens",
-    "pad_token_id",
-    "padding_side",
-    "max_length",
-    "tokenizer",
-    "files",
-)
-
 
 # Files already hashed in this process: (path, size, mtime_ns, expected sha256). Several extractors
 # opening the same bundle then pay for hashing once. Across processes, the verified record in the home
@@ -107,125 +98,6 @@ def resolve_bundle_path(model: str | os.PathLike) -> Path:
     if path.exists():
         raise BundleNotFoundError(f"{path} is a file, but a bundle is a directory (with bundle.json)")
     raise BundleNotFoundError(f"bundle directory {path} does not exist")
-
-
-def read_manifest(path: str | os.PathLike) -> dict:
-    """Parse ``<path>/bundle.json`` (no validation beyond being a JSON object)."""
-    return _read_manifest_and_digest(path)[0]
-
-
-def _read_manifest_and_digest(path: str | os.PathLike) -> tuple[dict, str]:
-    """``bundle.json`` parsed, and the sha256 of the very bytes parsed (what verified records key on)."""
-    manifest_path = Path(path) / MANIFEST_NAME
-    if not manifest_path.is_file():
-        raise BundleNotFoundError(
-            f"{Path(path)} is not a keyatten-lite bundle: it has no {MANIFEST_NAME}; build bundles with "
-            "`keyatten-lite models build` or `keyatten-lite-export encoder`"
-        )
-    try:
-        raw = manifest_path.read_bytes()
-        manifest = json.loads(raw.decode("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise BundleError(f"{manifest_path} is not valid JSON ({exc}); rebuild the bundle") from None
-    if not isinstance(manifest, dict):
-        raise BundleError(f"{manifest_path} must hold a JSON object; rebuild the bundle")
-    return manifest, hashlib.sha256(raw).hexdigest()
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def validate_manifest(manifest: dict, where: str = "bundle") -> None:
-    """Raise BundleError unless ``manifest`` is a format-1 manifest this runtime can use."""
-    if manifest.get("format") != BUNDLE_FORMAT:
-        raise BundleError(
-            f"{where}: bundle.json has format {manifest.get('format')!r}, expected {BUNDLE_FORMAT!r}; "
-            "this is not a keyatten-lite bundle"
-        )
-    version = manifest.get("format_version")
-    if not _is_int(version) or version != FORMAT_VERSION:
-        hint = (
-            "it was made by a newer keyatten-lite: upgrade keyatten-lite"
-            if _is_int(version) and version > FORMAT_VERSION
-            else "rebuild it with `keyatten-lite models build --force`"
-        )
-        raise BundleError(
-            f"{where}: unsupported bundle format_version {version!r} (this keyatten-lite reads "
-            f"version {FORMAT_VERSION}); {hint}"
-        )
-    missing = [key for key in REQUIRED_KEYS if key not in manifest]
-    if missing:
-        raise BundleError(f"{where}: bundle.json lacks required keys {missing}; rebuild the bundle")
-
-    def bad(message: str) -> BundleError:
-        return BundleError(f"{where}: bundle.json {message}; rebuild the bundle")
-
-    if manifest["architecture"] not in ("encoder", "causal"):
-        raise bad(f"has architecture {manifest['architecture']!r}, expected 'encoder' or 'causal'")
-    num_layers = manifest["num_layers"]
-    if not _is_int(num_layers) or num_layers < 1:
-        raise bad(f"has num_layers {num_layers!r}, expected a positive integer")
-    layers = manifest["exported_layers"]
-    if (
-        not isinstance(layers, list)
-        or not layers
-        or not all(_is_int(x) and 0 <= x < num_layers for x in layers)
-        or len(set(layers)) != len(layers)
-    ):
-        raise bad(f"has exported_layers {layers!r}, expected distinct layer indices in [0, {num_layers})")
-    for key in ("default_layer", "recommended_layer"):
-        value = manifest.get(key)
-        if value is not None and not (_is_int(value) and 0 <= value < num_layers):
-            raise bad(f"has {key} {value!r}, expected a layer index in [0, {num_layers})")
-    if manifest["default_layer"] is None:
-        raise bad("has no default_layer")
-    if manifest["padding_side"] not in ("right", "left"):
-        raise bad(f"has padding_side {manifest['padding_side']!r}, expected 'right' or 'left'")
-    if not _is_int(manifest["max_length"]) or manifest["max_length"] < 2:
-        raise bad(f"has max_length {manifest['max_length']!r}, expected an integer >= 2")
-    if manifest["pad_token_id"] is not None and not _is_int(manifest["pad_token_id"]):
-        raise bad(f"has pad_token_id {manifest['pad_token_id']!r}, expected an integer or null")
-    if not isinstance(manifest["special_tokens"], dict):
-        raise bad("has special_tokens that is not an object")
-    tokenizer = manifest["tokenizer"]
-    if not isinstance(tokenizer, dict) or not isinstance(tokenizer.get("file"), str):
-        raise bad("has no tokenizer.file")
-
-    files = manifest["files"]
-    if not isinstance(files, dict) or not files:
-        raise bad("has no files table")
-    for rel_name, entry in files.items():
-        # Plain names only: a manifest must not point outside its own directory.
-        if not isinstance(rel_name, str) or rel_name in ("", ".", "..") or "/" in rel_name or "\\" in rel_name:
-            raise bad(f"lists file {rel_name!r}, expected a plain file name")
-        if (
-            not isinstance(entry, dict)
-            or not isinstance(entry.get("sha256"), str)
-            or len(entry["sha256"]) != 64
-            or not _is_int(entry.get("bytes"))
-        ):
-            raise bad(f"has a malformed files entry for {rel_name!r} (needs sha256 and bytes)")
-    if tokenizer["file"] not in files:
-        raise bad(f"does not list {tokenizer['file']} in files")
-    # A packed bundle may carry only its default variant (an int8-only edge install).
-    if not any(graph_file in files for graph_file in VARIANT_FILES.values()):
-        raise bad(f"lists none of the graphs {', '.join(VARIANT_FILES.values())} in files")
-    default_variant = manifest.get("default_variant", "fp32")
-    if default_variant not in VARIANT_FILES:
-        raise bad(f"has default_variant {default_variant!r}, expected one of {sorted(VARIANT_FILES)}")
-
-    graph = manifest["graph"]
-    if not isinstance(graph, dict):
-        raise bad("has a graph entry that is not an object")
-    for side in ("inputs", "outputs"):
-        specs = graph.get(side)
-        if (
-            not isinstance(specs, list)
-            or not specs
-            or not all(isinstance(s, dict) and isinstance(s.get("name"), str) for s in specs)
-        ):
-            raise bad(f"has no graph.{side} list of {{name, dtype, shape}}")
 
 
 def _verify_file(bundle_dir: Path, name: str, rel_name: str, entry: dict, *, use_memo: bool = True) -> None:
@@ -291,7 +163,7 @@ def verify_bundle(model: str | os.PathLike) -> dict:
 
     begin = time.perf_counter()
     path = resolve_bundle_path(model)
-    manifest, manifest_sha256 = _read_manifest_and_digest(path)
+    manifest, manifest_sha256 = read_manifest_and_digest(path)
     name = manifest.get("name", path.name)
     validate_manifest(manifest, f"bundle {name!r} ({path})")
     result = _verify_files(path, name, manifest, manifest_sha256, force=True)
@@ -303,43 +175,6 @@ def verify_bundle(model: str | os.PathLike) -> dict:
         "seconds": time.perf_counter() - begin,
         "record": None if result["record"] is None else str(result["record"]),
     }
-
-
-def _check_graph_io(graph_path: Path, manifest: dict, where: str) -> None:
-    """BundleError unless the graph's inputs and outputs are the ones bundle.json describes."""
-    try:
-        actual = read_onnx_io(graph_path)
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{where}: {graph_path.name} is not a readable ONNX graph ({exc}); rebuild the bundle") from None
-    for side in ("inputs", "outputs"):
-        declared = {spec["name"]: spec for spec in manifest["graph"][side]}
-        found = {spec["name"]: spec for spec in actual[side]}
-        if side == "inputs" and set(declared) != set(found):
-            raise BundleError(
-                f"{where}: {graph_path.name} takes inputs {sorted(found)} but bundle.json declares "
-                f"{sorted(declared)}; rebuild the bundle"
-            )
-        for out_name, spec in declared.items():
-            if out_name not in found:
-                raise BundleError(
-                    f"{where}: bundle.json names graph {side[:-1]} {out_name!r}, which {graph_path.name} "
-                    f"lacks (it has {sorted(found)}); rebuild the bundle"
-                )
-            got = found[out_name]
-            if spec.get("dtype") is not None and got["dtype"] is not None and spec["dtype"] != got["dtype"]:
-                raise BundleError(
-                    f"{where}: graph {side[:-1]} {out_name!r} is {got['dtype']} in {graph_path.name} but "
-                    f"{spec['dtype']} in bundle.json; rebuild the bundle"
-                )
-            if (
-                isinstance(spec.get("shape"), list)
-                and got["shape"] is not None
-                and len(spec["shape"]) != len(got["shape"])
-            ):
-                raise BundleError(
-                    f"{where}: graph {side[:-1]} {out_name!r} has rank {len(got['shape'])} in "
-                    f"{graph_path.name} but {len(spec['shape'])} in bundle.json; rebuild the bundle"
-                )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -445,11 +280,24 @@ class Bundle:
 
     def session(self):
         """The onnxruntime InferenceSession (created once, thread-safely)."""
-        if self._session is None:
+        return self._once("_session", self._create_session)
+
+    def _once(self, attribute: str, make):
+        """``self.<attribute>``, made by ``make()`` on first use (thread-safely)."""
+        if getattr(self, attribute) is None:
             with self._lock:
-                if self._session is None:
-                    self._session = self._create_session()
-        return self._session
+                if getattr(self, attribute) is None:
+                    setattr(self, attribute, make())
+        return getattr(self, attribute)
+
+    def _session_options(self, ort):
+        options = ort.SessionOptions()
+        if self.intra_op_threads is not None:
+            options.intra_op_num_threads = int(self.intra_op_threads)
+        # Spinning worker threads burn the cores other work needs between runs (onnx-export-notes P8).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        return options
 
     def _create_session(self):
         import onnxruntime as ort
@@ -457,13 +305,7 @@ class Bundle:
         from keyatten_lite.model.session import create_session, session_key
 
         def make_options():
-            options = ort.SessionOptions()
-            if self.intra_op_threads is not None:
-                options.intra_op_num_threads = int(self.intra_op_threads)
-            # Spinning worker threads burn the cores other work needs between runs (onnx-export-notes P8).
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            options.log_severity_level = 3
-            return options
+            return self._session_options(ort)
 
         # Chosen by measurement (scripts/edge_session_options.py, docs/results/edge.md): all graph
         # optimisations, done once and saved in the home with the weights in an external file that
@@ -558,6 +400,109 @@ class Bundle:
         return outputs
 
 
+class SharedBackboneBundle(Bundle):
+    """A BIO tagger that runs the graph of another bundle (its backbone): the backbone's attention
+    and ``last_layer_input`` from one pass, then its own ``head.onnx`` (the last layer and the BIO
+    head) on that hidden state for the emissions. Create with :func:`open_bundle`."""
+
+    EMISSIONS = "emissions"
+
+    def __init__(self, path: Path, manifest: dict, backbone: Bundle, **kwargs):
+        super().__init__(path, manifest, variant=backbone.variant, **kwargs)
+        self.backbone = backbone
+        self.graph_path = backbone.graph_path
+        record = manifest["backbone"]
+        self.hidden_output: str = record["hidden_output"]
+        self.head_graph_path = path / record["head_graph"]
+        self.head_inputs: list[str] = list(record["head_inputs"])
+        self._head_session = None
+
+    def __repr__(self) -> str:
+        return f"SharedBackboneBundle(name={self.name!r}, path={str(self.path)!r}, backbone={self.backbone!r})"
+
+    @property
+    def content_hash(self) -> str:
+        """Changes with the bundle's files, its head and its backbone's files."""
+        parts = {"files": self.manifest["files"], "bio": self.manifest["bio"], "backbone": self.backbone.content_hash}
+        text = json.dumps(parts, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def session(self):
+        return self.backbone.session()
+
+    def head_session(self):
+        """The onnxruntime session of head.onnx (created once; small: one layer and the head)."""
+        return self._once("_head_session", self._create_head_session)
+
+    def _create_head_session(self):
+        import onnxruntime as ort
+
+        options = self._session_options(ort)
+        try:
+            session = ort.InferenceSession(str(self.head_graph_path), sess_options=options, providers=self.providers)
+        except Exception as exc:  # onnxruntime raises its own non-exported exception types
+            raise BundleError(f"bundle {self.name!r}: onnxruntime cannot load {self.head_graph_path.name} ({exc})") from None
+        inputs = [i.name for i in session.get_inputs()]
+        outputs = [o.name for o in session.get_outputs()]
+        if set(inputs) != set(self.head_inputs) or self.EMISSIONS not in outputs:
+            raise BundleError(
+                f"bundle {self.name!r}: {self.head_graph_path.name} has inputs {inputs} and outputs {outputs}, "
+                f"expected {self.head_inputs} -> {self.EMISSIONS!r}; rebuild the bundle"
+            )
+        return session
+
+    def _run(self, wanted: list[str], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        graph_names = [self.hidden_output if name == self.EMISSIONS else name for name in wanted]
+        outputs = self.backbone._run(list(dict.fromkeys(graph_names)), feeds)
+        result = {}
+        for name in wanted:
+            if name == self.EMISSIONS:
+                hidden_name, mask_name = self.head_inputs
+                head_feeds = {hidden_name: outputs[self.hidden_output], mask_name: feeds["attention_mask"]}
+                (emissions,) = self.head_session().run([self.EMISSIONS], head_feeds)
+                result[name] = np.asarray(emissions, dtype=np.float32)
+            else:
+                result[name] = outputs[name]
+        return result
+
+
+def _backbone_dir(path: Path, name: str) -> Path:
+    """The backbone beside the BIO bundle (how builds and installs place them), else by name."""
+    sibling = path.parent / name
+    if (sibling / MANIFEST_NAME).is_file():
+        return sibling
+    return resolve_bundle_path(name)
+
+
+def _open_backbone(path: Path, manifest: dict, where: str, **kwargs) -> Bundle:
+    record = manifest["backbone"]
+    try:
+        backbone_path = _backbone_dir(path, record["bundle"])
+    except BundleNotFoundError as exc:
+        raise BundleNotFoundError(f"{where} shares the graph of bundle {record['bundle']!r}, which is not installed: {exc}") from None
+    backbone = open_bundle(backbone_path, **kwargs)
+    if isinstance(backbone, SharedBackboneBundle) or "backbone" in backbone.manifest:
+        raise BundleError(f"{where}: its backbone {record['bundle']!r} itself shares a backbone")
+    graph_file = VARIANT_FILES[backbone.variant]
+    theirs = backbone.manifest["files"]
+    if graph_file not in record["files"]:
+        raise BundleError(f"{where}: its head was not made for the {backbone.variant} graph of {record['bundle']!r}")
+    for rel_name, sha in record["files"].items():
+        if rel_name in theirs and theirs[rel_name]["sha256"] != sha:
+            raise BundleError(
+                f"{where}: backbone {record['bundle']!r} has a different {rel_name} than the one its head was "
+                "trained on (sha256 differs); rebuild both with `keyatten-lite models build --force`"
+            )
+    if record["hidden_output"] not in backbone.output_names:
+        raise BundleError(
+            f"{where}: backbone {record['bundle']!r} does not emit {record['hidden_output']!r}; rebuild it"
+        )
+    own_tokenizer = manifest["files"].get(manifest["tokenizer"]["file"], {}).get("sha256")
+    if own_tokenizer != theirs.get(backbone.manifest["tokenizer"]["file"], {}).get("sha256"):
+        raise BundleError(f"{where}: its tokenizer differs from backbone {record['bundle']!r}'s; rebuild both")
+    return backbone
+
+
 def open_bundle(
     model: str | os.PathLike,
     *,
@@ -574,12 +519,12 @@ def open_bundle(
     ):
         raise InvalidArgumentError(f"intra_op_threads must be a positive int or None, got {intra_op_threads!r}")
     path = resolve_bundle_path(model)
-    manifest, manifest_sha256 = _read_manifest_and_digest(path)
+    manifest, manifest_sha256 = read_manifest_and_digest(path)
     name = manifest.get("name", path.name)
     where = f"bundle {name!r} ({path})"
     validate_manifest(manifest, where)
     graph_file = VARIANT_FILES[variant]
-    if graph_file not in manifest["files"]:
+    if graph_file not in manifest["files"] and "backbone" not in manifest:
         other = next(v for v, f in VARIANT_FILES.items() if f in manifest["files"])
         raise BundleError(f"{where} has no {variant} variant ({graph_file} is not in bundle.json); use variant="
                           f"{other!r} or rebuild it (`models build --force`, or a pack with --variant {variant})")
@@ -590,6 +535,12 @@ def open_bundle(
             if not (path / rel_name).is_file():
                 raise BundleError(f"{where}: file {rel_name} listed in bundle.json is missing; rebuild the bundle")
     for rel_name in manifest["files"]:
-        if rel_name.endswith(".onnx"):
-            _check_graph_io(path / rel_name, manifest, where)
+        if rel_name in VARIANT_FILES.values():  # a shared-backbone BIO bundle's head.onnx has its own I/O
+            check_graph_io(path / rel_name, manifest, where)
+    if "backbone" in manifest:
+        backbone = _open_backbone(
+            path, manifest, where, variant=variant, intra_op_threads=intra_op_threads, providers=providers,
+            verify_checksums=verify_checksums,
+        )
+        return SharedBackboneBundle(path, manifest, backbone, intra_op_threads=intra_op_threads, providers=providers)
     return Bundle(path, manifest, variant=variant, intra_op_threads=intra_op_threads, providers=providers)

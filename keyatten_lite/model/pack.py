@@ -103,6 +103,8 @@ def _plan_bundle(source: Path, variants: Iterable[str] | str, *, skip_missing: b
     chosen = _normalise_variants(variants, default)
     present = [v for v in chosen if VARIANT_FILES[v] in files]
     missing = [v for v in chosen if v not in present]
+    if "backbone" in manifest:  # no graph of its own: its backbone is packed (or installed) beside it
+        missing = []
     if missing and not skip_missing:
         raise PackError(
             f"{where} has no {', '.join(missing)} variant ({', '.join(VARIANT_FILES[v] for v in missing)} "
@@ -293,13 +295,19 @@ def pack_language(
 ) -> dict:
     """Pack the default bundle of ``language`` (en: minilm-l6-en, zh: e5-small-zh) into one archive;
     with ``include_bio`` also the language's BIO bundle (which gets only the variants it has: the
-    default BIO bundles have no int8 graph)."""
+    default BIO bundles have no graph of their own and run the backbone's fp32 graph, which is then
+    packed as well)."""
     names = [default_bundle_for(language)]
     if include_bio:
         names.append(_bio_bundle_for(language))
+    sources = [_resolve_source(name, home) for name in names]
+    wanted = [variants for _ in names]
+    if include_bio and "backbone" in read_manifest(sources[1]):
+        # The BIO tagger runs its backbone's fp32 graph (its head was checked on it): pack that too.
+        listed = [variants] if isinstance(variants, str) else list(variants)
+        wanted[0] = listed + ([] if "fp32" in listed else ["fp32"])
     plans = [
-        _plan_bundle(_resolve_source(name, home), variants, skip_missing=index > 0)
-        for index, name in enumerate(names)
+        _plan_bundle(source, wanted[index], skip_missing=index > 0) for index, source in enumerate(sources)
     ]
     return _write_archive(plans, output_file, compress)
 
