@@ -196,7 +196,8 @@ def _cmd_pack(args) -> int:
     for bundle in summary["bundles"]:
         size = sum(e["bytes"] for e in bundle["files"].values())
         left = f", without {', '.join(bundle['omitted'])}" if bundle["omitted"] else ""
-        print(f"{bundle['name']}: {'+'.join(bundle['variants'])}, {len(bundle['files'])} files, {size} bytes{left}")
+        graphs = "+".join(bundle["variants"]) or "no graph of its own (runs its backbone's)"
+        print(f"{bundle['name']}: {graphs}, {len(bundle['files'])} files, {size} bytes{left}")
     print(f"{summary['archive']}: {summary['bytes']} bytes ({summary['compress'] or 'plain tar'}), sha256 {summary['sha256']}")
     return 0
 
