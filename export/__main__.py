@@ -3,6 +3,8 @@
     python -m keyatten_lite_export encoder SRC -o OUT --name N [--layers 3,5|all] [--int8] [--max-length 512]
                                            [--revision REV]
         (SRC: an encoder or a decoder-only model, a local directory or a hub id; `model` is an alias)
+    python -m keyatten_lite_export merge-lora BASE ADAPTER -o MERGED [--force]
+        (a peft LoRA adapter merged into its base in fp32: an ordinary model directory for `encoder`)
     python -m keyatten_lite_export build [--home H] [--force] [--name N]
     python -m keyatten_lite_export list
 """
@@ -64,6 +66,14 @@ def _cmd_encoder(args) -> int:
     return 0
 
 
+def _cmd_merge_lora(args) -> int:
+    from .lora import merge_lora
+
+    out = merge_lora(args.base, args.adapter, args.output, overwrite=args.force)
+    print(json.dumps({"merged": str(out), "base": args.base, "adapter": args.adapter}, ensure_ascii=False))
+    return 0
+
+
 def _cmd_build(args) -> int:
     from .build import build_default_bundles
 
@@ -117,6 +127,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     enc.add_argument("--revision", default=None, help="hub revision (branch, tag or commit) of SRC")
     enc.add_argument("--force", action="store_true", help="replace an existing bundle at OUT")
     enc.set_defaults(func=_cmd_encoder)
+
+    merge = sub.add_parser("merge-lora", help="merge a peft LoRA adapter into its base model (fp32)")
+    merge.add_argument("base", help="base model directory")
+    merge.add_argument("adapter", help="peft adapter directory (adapter_config.json + weights)")
+    merge.add_argument("-o", "--output", required=True, help="directory for the merged model")
+    merge.add_argument("--force", action="store_true", help="write into a non-empty OUTPUT")
+    merge.set_defaults(func=_cmd_merge_lora)
 
     build = sub.add_parser("build", help="build the default bundles from their recipes")
     build.add_argument("--home", default=None, help="keyatten-lite home (default: $KEYATTEN_LITE_HOME or ~/.cache/keyatten-lite)")

@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "KeyAttenExtractor": ".extractors.keyatten",
+    "CandidateSegmentAttentionExtractor": ".extractors.segment_attention",
     "WordWeight": ".extractors.keyatten",
     "extract_keywords": ".extractors.keyatten",
     "DEFAULT_ZH_CAUSAL_INSTRUCTION_PREFIX": ".extractors.keyatten",

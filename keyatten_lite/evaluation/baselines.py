@@ -39,6 +39,8 @@ SYSTEM_SPECS: dict[str, str] = {
     "jieba-textrank": "jieba.analyse.textrank (Chinese)",
     "keyatten:<hf_model_dir>:<method>": "keyatten 0.3.1 on torch with the same checkpoint",
     "keybert": "KeyBERT 0.9.0 with all-MiniLM-L6-v2 (evaluation/keybert_peer.py)",
+    "lite-csa[:<bundle>[:<order>[:<seeds>]]]": "keyatten-lite CandidateSegmentAttentionExtractor: BIO candidates "
+    "listed after the document, ranked by received attention (evaluation/csa_peer.py)",
 }
 
 
@@ -473,6 +475,26 @@ class KeyBertSystem(System):
         return {**super().describe(), **DESCRIPTION}
 
 
+class CsaSystem(System):
+    """``lite-csa[:<bundle>[:<order>[:<seeds>]]]`` (evaluation/csa_peer.py)."""
+
+    def __init__(self, spec: str, context: RunContext, rest: str) -> None:
+        from .csa_peer import parse_csa_spec
+
+        super().__init__(spec, context)
+        self.bundle, self.order, self.n_seeds = parse_csa_spec(spec, rest)
+
+    def predict(self, documents: Sequence[Document]) -> list[list[str]]:
+        from .csa_peer import csa_predict
+
+        texts = [d.text for d in documents]
+        return csa_predict(texts, _single_language(documents), self.bundle, self.order, self.n_seeds,
+                           self.context.top_n, self.context.threads)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "bundle": self.bundle, "order": self.order, "seeds": self.n_seeds}
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # keyatten 0.3.1 (torch)
 
@@ -560,6 +582,8 @@ def build_system(spec: str, context: RunContext) -> System:
             profile = parts.pop()
         if len(parts) >= 2 and parts[-1]:
             return LiteBioSystem(spec, context, ":".join(parts[:-1]), parts[-1], profile)
+    if kind == "lite-csa":
+        return CsaSystem(spec, context, rest)
     if kind == "keyatten" and rest:
         model_dir, _, method = rest.rpartition(":")
         if model_dir and method:

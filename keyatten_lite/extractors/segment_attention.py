@@ -1,0 +1,325 @@
+"""Candidate-segment attention (keyatten 0.3.1 §8, CandidateSegmentAttentionExtractor) on onnxruntime.
+
+The document is followed by a list of its BIO candidates in one prompt; a candidate's score is the
+attention its tokens receive, at one layer, from every position of the prompt (head mean, summed over
+the query rows, averaged over the candidate's tokens). With ``candidate_order="random"`` the list is
+shuffled once per seed (Python's ``random.Random(seed).shuffle``, as 0.3.1) and the scores are averaged
+over the passes in which the candidate survived truncation, which evens out the position bias of
+causal attention.
+
+Pipeline, as pure functions: :func:`build_segment_text` (prompt and candidate character spans) →
+tokenise with offsets → :func:`candidate_token_spans` → one forward pass →
+:func:`received_scores` → :func:`combine_passes`. I/O (the bundle's graph, the BIO tagger) stays in
+:class:`CandidateSegmentAttentionExtractor`. A LoRA-tuned model reaches the runtime merged and exported
+as an ordinary attention bundle (``keyatten-lite-export merge-lora``, then ``encoder``), so the
+runtime has no adapter logic.
+
+Differences from 0.3.1 (the ``profile="compat"`` path keeps its behaviour):
+
+* English works too (0.3.1 refused it), with an English prompt frame.
+* ``extract_keywords_batch`` runs every (document, seed) prompt through padded, length-sorted batches.
+* Truncation: 0.3.1 cuts the prompt at ``max_length`` tokens from the end, so a long document loses its
+  whole candidate list and returns ``[]`` (§8.3). The default profile shortens the *document* instead,
+  so that the candidate section fits; compat keeps the plain cut.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from keyatten_lite.errors import InvalidArgumentError
+
+__all__ = [
+    "CandidateSegmentAttentionExtractor",
+    "DEFAULT_INSTRUCTIONS",
+    "PROMPT_FRAMES",
+    "SegmentPrompt",
+    "build_segment_text",
+    "candidate_token_spans",
+    "combine_passes",
+    "received_scores",
+    "resolve_auto_layer",
+    "shuffled_orders",
+]
+
+DEFAULT_INSTRUCTIONS = {
+    "zh": "为这篇文章选择最重要的关键词。",  # 0.3.1's default instruction
+    "en": "Choose the most important keywords of this article.",
+}
+# (before the document, before the candidates, the unnumbered candidate marker): 0.3.1's for Chinese.
+PROMPT_FRAMES = {
+    "zh": ("\n\n文章：\n", "\n\n候选：\n", "<候选>\n"),
+    "en": ("\n\nArticle:\n", "\n\nCandidates:\n", "<candidate>\n"),
+}
+
+
+@dataclass(frozen=True)
+class SegmentPrompt:
+    """The prompt text and, per candidate (in prompt order), its ``[start, end)`` character span."""
+
+    text: str
+    candidates: tuple[str, ...]
+    spans: tuple[tuple[int, int], ...]
+    document_span: tuple[int, int]
+
+
+def build_segment_text(
+    instruction: str, document: str, candidates: Sequence[str], *, language: str = "zh", number_candidates: bool = False
+) -> SegmentPrompt:
+    """``instruction + frame + document + frame + one line per candidate`` (§8.2); the marker of each
+    line is ``"[k] "`` (k from 1) with ``number_candidates``, else the frame's candidate marker."""
+    before_doc, before_candidates, marker = PROMPT_FRAMES.get(language, PROMPT_FRAMES["en"])
+    parts = [instruction, before_doc]
+    doc_start = len(instruction) + len(before_doc)
+    parts += [document, before_candidates]
+    position = doc_start + len(document) + len(before_candidates)
+    spans = []
+    for k, candidate in enumerate(candidates, start=1):
+        prefix = f"[{k}] " if number_candidates else marker
+        position += len(prefix)
+        spans.append((position, position + len(candidate)))
+        parts += [prefix, candidate, "\n"]
+        position += len(candidate) + 1
+    text = "".join(parts)
+    return SegmentPrompt(text, tuple(candidates), tuple(spans), (doc_start, doc_start + len(document)))
+
+
+def candidate_token_spans(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]) -> list[tuple[int, int] | None]:
+    """Per character span, the tokens ``[first, last + 1)`` whose non-empty offsets overlap it, or None
+    (a candidate cut off by truncation, or one no token covers)."""
+    starts = np.array([s for s, _ in offsets], dtype=np.int64) if len(offsets) else np.zeros(0, np.int64)
+    ends = np.array([e for _, e in offsets], dtype=np.int64) if len(offsets) else np.zeros(0, np.int64)
+    usable = ends > starts
+    out: list[tuple[int, int] | None] = []
+    for begin, end in spans:
+        hit = np.flatnonzero(usable & (starts < end) & (ends > begin))
+        out.append((int(hit[0]), int(hit[-1]) + 1) if hit.size else None)
+    return out
+
+
+def received_scores(attention: np.ndarray, token_spans: Sequence[tuple[int, int] | None]) -> list[float | None]:
+    """Mean over each span's tokens of the attention the token receives from every (valid) query row
+    of ``attention`` [n, n] (queries × keys, head mean, one layer)."""
+    received = np.asarray(attention, dtype=np.float64).sum(axis=0)
+    return [None if span is None else float(received[span[0] : span[1]].mean()) for span in token_spans]
+
+
+def shuffled_orders(candidates: Sequence[str], order: str, seeds: Sequence[int]) -> list[list[str]]:
+    """One candidate list per seed: as given (``bio``) or shuffled by ``random.Random(seed)``."""
+    lists = []
+    for seed in seeds:
+        copy = list(candidates)
+        if order == "random":
+            random.Random(int(seed)).shuffle(copy)
+        lists.append(copy)
+    return lists
+
+
+def combine_passes(passes: Sequence[dict[str, float]], top_k: int) -> list[tuple[str, float]]:
+    """Mean score over the passes in which each candidate was usable; ``(-score, text)`` order."""
+    totals: dict[str, list[float]] = {}
+    for scores in passes:
+        for candidate, score in scores.items():
+            totals.setdefault(candidate, []).append(score)
+    ranked = sorted(((c, sum(v) / len(v)) for c, v in totals.items()), key=lambda item: (-item[1], item[0]))
+    return ranked[:top_k]
+
+
+def resolve_auto_layer(num_layers: int, exported_layers: Sequence[int]) -> int:
+    """§9.2 ``"auto"``: the exported layer closest to ``min(L-1, max(0, floor(0.75 L)))``, the larger
+    index on a tie."""
+    target = min(num_layers - 1, max(0, (3 * num_layers) // 4))
+    return min(exported_layers, key=lambda layer: (abs(layer - target), -layer))
+
+
+def _dedup_candidates(spans: Sequence[Any], limit: int) -> list[str]:
+    out: list[str] = []
+    seen: set[str] = set()
+    for item in spans:
+        text = item[0] if isinstance(item, (tuple, list)) else item
+        if isinstance(text, str) and text.strip() and text not in seen:
+            seen.add(text)
+            out.append(text)
+        if len(out) >= limit:
+            break
+    return out
+
+
+class CandidateSegmentAttentionExtractor:
+    """Keywords = BIO candidates reranked by the attention they receive in a candidate-list prompt.
+
+    ``model``: an attention bundle (name or directory; default: the language's default bundle, run
+    zero-shot); a LoRA-tuned model is merged and exported to a bundle at build time. ``bio_model_path``:
+    the BIO bundle that proposes candidates (default: the language's default BIO bundle). ``layer``:
+    ``"auto"`` (§9.2) or a layer index the bundle exported. The other arguments are 0.3.1's.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        bio_model_path: str | None = None,
+        language: str = "zh",
+        layer: str | int = "auto",
+        max_length: int = 1024,
+        max_candidates: int = 30,
+        bio_profile: str = "high_recall",
+        candidate_order: str = "random",
+        candidate_seed: int = 42,
+        random_seeds: Sequence[int] | None = None,
+        instruction: str | None = None,
+        number_candidates: bool = False,
+        profile: str = "default",
+        variant: str = "fp32",
+        intra_op_threads: int | None = None,
+        providers: Sequence[str] | None = None,
+        adapter_path: str | None = None,
+    ) -> None:
+        if adapter_path is not None:
+            raise InvalidArgumentError(
+                "adapter_path: the runtime runs merged models; merge the adapter and export a bundle with "
+                "`keyatten-lite-export merge-lora BASE ADAPTER -o MERGED` then `keyatten-lite-export encoder MERGED ...`"
+            )
+        if language not in DEFAULT_INSTRUCTIONS:
+            raise InvalidArgumentError(f"language must be one of {sorted(DEFAULT_INSTRUCTIONS)}, got {language!r}")
+        if candidate_order not in ("bio", "random"):
+            raise InvalidArgumentError(f"candidate_order must be 'bio' or 'random', got {candidate_order!r}")
+        if isinstance(max_candidates, bool) or not isinstance(max_candidates, int) or max_candidates < 2:
+            raise InvalidArgumentError(f"max_candidates must be an int >= 2, got {max_candidates!r}")
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 8:
+            raise InvalidArgumentError(f"max_length must be an int >= 8, got {max_length!r}")
+        if profile not in ("default", "compat"):
+            raise InvalidArgumentError(f"profile must be 'default' or 'compat', got {profile!r}")
+        from keyatten_lite.model.bundle import open_bundle
+        from keyatten_lite.model.registry import DEFAULT_BIO_BUNDLES, default_bundle_for
+
+        self.language = language
+        self.bundle = open_bundle(
+            model or default_bundle_for(language), variant=variant, intra_op_threads=intra_op_threads,
+            providers=list(providers) if providers else None,
+        )
+        if isinstance(layer, str) and layer.strip().lower() == "auto":
+            self.layer = resolve_auto_layer(self.bundle.num_layers, self.bundle.exported_layers)
+        else:
+            self.layer = int(layer) if not isinstance(layer, bool) else layer
+        self._layer_position = self.bundle.layer_position(self.layer)
+        self.bio_model_path = bio_model_path or next(
+            name for name, info in DEFAULT_BIO_BUNDLES.items() if info["language"] == language
+        )
+        self._bio = None
+        self._bio_args = {"intra_op_threads": intra_op_threads}
+        self.max_length = min(int(max_length), self.bundle.max_length)
+        self.max_candidates = max_candidates
+        self.bio_profile = bio_profile
+        self.candidate_order = candidate_order
+        self.candidate_seed = int(candidate_seed)
+        self.random_seeds = [int(s) for s in random_seeds] if random_seeds else None
+        self.instruction = DEFAULT_INSTRUCTIONS[language] if instruction is None else str(instruction)
+        self.number_candidates = bool(number_candidates)
+        self.profile = profile
+        from keyatten_lite.model.align import configured_tokenizer
+
+        self._tokenizer = configured_tokenizer(self.bundle.tokenizer(), self.max_length)
+        self._add_special = bool(self.bundle.manifest.get("add_special_tokens", True))
+
+    # ------------------------------------------------------------------ candidates
+    def bio_tagger(self):
+        if self._bio is None:
+            from keyatten_lite.extractors.bio_tagger import BIOExtractor
+
+            self._bio = BIOExtractor(self.bio_model_path, **self._bio_args)
+        return self._bio
+
+    def candidates(self, text: str) -> list[str]:
+        """The first ``max_candidates`` BIO candidates of ``text`` (profile order)."""
+        return _dedup_candidates(self.bio_tagger().extract_spans_profile(text, profile=self.bio_profile), self.max_candidates)
+
+    def seeds(self, random_seeds: Sequence[int] | None = None) -> list[int]:
+        seeds = random_seeds if random_seeds else self.random_seeds
+        if self.candidate_order == "random" and seeds:
+            return [int(s) for s in seeds]
+        return [self.candidate_seed]
+
+    # ------------------------------------------------------------------ prompts
+    def _fits(self, document: str, candidates: Sequence[str]) -> bool:
+        prompt = build_segment_text(self.instruction, document, candidates, language=self.language, number_candidates=self.number_candidates)
+        return not self._tokenizer.encode(prompt.text, add_special_tokens=self._add_special).overflowing
+
+    def _fit_document(self, document: str, candidates: Sequence[str]) -> str:
+        """Default profile: the longest document prefix (on token boundaries) with which the whole
+        prompt fits ``max_length`` tokens; "" when even the candidates alone do not fit."""
+        if self._fits(document, candidates):
+            return document
+        ends = [end for _, end in self._tokenizer.encode(document, add_special_tokens=False).offsets]
+        low, high = 0, len(ends)  # the prefix of ``low`` tokens fits (0 tokens: tested below), ``high`` does not
+        if not self._fits("", candidates):
+            return ""
+        while high - low > 1:  # tokens of a prefix re-tokenise in context, so search rather than count
+            middle = (low + high) // 2
+            if self._fits(document[: ends[middle - 1]], candidates):
+                low = middle
+            else:
+                high = middle
+        return document[: ends[low - 1]] if low else ""
+
+    def _prompts(self, text: str, random_seeds) -> list[SegmentPrompt]:
+        candidates = self.candidates(text)
+        if len(candidates) < 2:
+            return []
+        prompts = []
+        for ordered in shuffled_orders(candidates, self.candidate_order, self.seeds(random_seeds)):
+            document = text if self.profile == "compat" else self._fit_document(text, ordered)
+            prompts.append(
+                build_segment_text(self.instruction, document, ordered, language=self.language, number_candidates=self.number_candidates)
+            )
+        return prompts
+
+    # ------------------------------------------------------------------ scoring
+    def _score_prompts(self, prompts: Sequence[SegmentPrompt], batch_size: int) -> list[dict[str, float]]:
+        from keyatten_lite.model.align import MAX_BATCH_CELLS, length_sorted_batches, pad_encodings
+
+        encodings = self._tokenizer.encode_batch([p.text for p in prompts], add_special_tokens=self._add_special)
+        results: list[dict[str, float]] = [{} for _ in prompts]
+        pad_id = self.bundle.pad_token_id if self.bundle.pad_token_id is not None else 0
+        for group in length_sorted_batches([len(e.ids) for e in encodings], batch_size, MAX_BATCH_CELLS):
+            batch = pad_encodings([encodings[i] for i in group], pad_id=pad_id, padding_side="right")
+            attention = self.bundle.run_attention(batch.input_ids, batch.attention_mask)[self._layer_position]
+            for row, index in enumerate(group):
+                n = int(batch.lengths[row])
+                spans = candidate_token_spans(encodings[index].offsets, prompts[index].spans)
+                scores = received_scores(attention[row, :n, :n], spans)
+                usable = [(c, s) for c, s in zip(prompts[index].candidates, scores) if s is not None]
+                results[index] = dict(usable) if len(usable) >= 2 else {}
+        return results
+
+    def extract_keywords_with_scores(self, text: str, top_k: int = 10, *, random_seeds: Sequence[int] | None = None) -> list[tuple[str, float]]:
+        return self.extract_keywords_batch([text], top_k=top_k, random_seeds=random_seeds, with_scores=True)[0]
+
+    def extract_keywords(self, text: str, top_k: int = 10, *, random_seeds: Sequence[int] | None = None, with_scores: bool = False):
+        return self.extract_keywords_batch([text], top_k=top_k, random_seeds=random_seeds, with_scores=with_scores)[0]
+
+    def extract_keywords_batch(
+        self, texts: Sequence[str], top_k: int = 10, *, random_seeds: Sequence[int] | None = None,
+        with_scores: bool = False, batch_size: int = 8,
+    ) -> list:
+        """Every (document, seed) prompt in padded, length-sorted batches; one ranked list per text."""
+        if isinstance(texts, str) or not isinstance(texts, Sequence):
+            raise InvalidArgumentError("texts must be a sequence of strings")
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+            raise InvalidArgumentError(f"top_k must be an int >= 0, got {top_k!r}")
+        for text in texts:
+            if not isinstance(text, str):
+                raise InvalidArgumentError(f"every text must be a str, got {type(text).__name__}")
+        per_text = [self._prompts(text, random_seeds) if text.strip() else [] for text in texts]
+        flat = [p for prompts in per_text for p in prompts]
+        scored = iter(self._score_prompts(flat, batch_size) if flat else [])
+        out = []
+        for prompts in per_text:
+            passes = [next(scored) for _ in prompts]
+            ranked = combine_passes([p for p in passes if p], top_k)
+            out.append(ranked if with_scores else [c for c, _ in ranked])
+        return out

@@ -1,0 +1,202 @@
+"""Candidate-segment attention (CSA, keyatten 0.3.1 §8) on onnxruntime: the prompt and span rules, the
+seeds and the averaging, and parity with keyatten 0.3.1's own CandidateSegmentAttentionExtractor on a
+tiny random Qwen3 with a random LoRA adapter saved by peft (0.3.1 runs it unmerged; keyatten-lite
+merges it at export and runs the ONNX graph)."""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from keyatten_lite.errors import InvalidArgumentError
+from keyatten_lite.extractors.segment_attention import (
+    CandidateSegmentAttentionExtractor,
+    build_segment_text,
+    candidate_token_spans,
+    combine_passes,
+    received_scores,
+    resolve_auto_layer,
+    shuffled_orders,
+)
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+DOC = "自然语言处理是人工智能的重要方向，关键词提取依赖注意力机制。"
+CANDIDATES = ["自然语言处理", "人工智能", "关键词提取", "注意力机制", "重要方向"]
+
+
+def test_prompt_spans_point_at_the_candidates():
+    for numbered in (False, True):
+        prompt = build_segment_text("选择关键词。", DOC, CANDIDATES, language="zh", number_candidates=numbered)
+        assert [prompt.text[s:e] for s, e in prompt.spans] == CANDIDATES
+        assert prompt.text[slice(*prompt.document_span)] == DOC
+        assert prompt.text.startswith("选择关键词。\n\n文章：\n" + DOC + "\n\n候选：\n")
+        marker = "[2] " if numbered else "<候选>\n"
+        assert prompt.text[prompt.spans[1][0] - len(marker) : prompt.spans[1][0]] == marker
+    english = build_segment_text("Pick.", "A text.", ["text", "a"], language="en")
+    assert [english.text[s:e] for s, e in english.spans] == ["text", "a"]
+
+
+def test_token_spans_and_received_scores():
+    offsets = [(0, 0), (0, 2), (2, 4), (4, 5), (5, 9), (0, 0)]
+    assert candidate_token_spans(offsets, [(1, 4), (4, 5), (9, 12), (5, 6)]) == [(1, 3), (3, 4), None, (4, 5)]
+    attention = np.arange(16, dtype=np.float64).reshape(4, 4)
+    assert received_scores(attention, [(0, 2), None, (3, 4)]) == [(24 + 28) / 2, None, 36.0]
+
+
+def test_orders_seeds_and_the_average_over_usable_passes():
+    expected = list(CANDIDATES)
+    random.Random(7).shuffle(expected)
+    assert shuffled_orders(CANDIDATES, "random", [7])[0] == expected
+    assert shuffled_orders(CANDIDATES, "bio", [7, 8]) == [CANDIDATES, CANDIDATES]
+    ranked = combine_passes([{"a": 1.0, "b": 3.0}, {"a": 3.0}, {"c": 2.0}], top_k=5)
+    assert ranked == [("b", 3.0), ("a", 2.0), ("c", 2.0)]  # equal scores: text order
+    assert resolve_auto_layer(28, list(range(28))) == 21
+    assert resolve_auto_layer(28, [20, 22]) == 22  # equal distance: the larger index
+    assert resolve_auto_layer(6, [4]) == 4
+
+
+@pytest.fixture(scope="module")
+def tiny_csa(tmp_path_factory):
+    pytest.importorskip("torch")
+    pytest.importorskip("peft")
+    pytest.importorskip("onnx")
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel
+
+    from keyatten_lite_export.encoder import export_bundle
+    from keyatten_lite_export.lora import merge_lora, merged_parity
+    from tiny_models import make_tiny_qwen3
+
+    root = tmp_path_factory.mktemp("csa")
+    base = make_tiny_qwen3(root / "qwen3")
+    torch.manual_seed(3)
+    model = AutoModel.from_pretrained(str(base), attn_implementation="eager")
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj"], init_lora_weights=False)
+    peft_model = get_peft_model(model, config)
+    with torch.no_grad():  # init_lora_weights=False already makes B random; make the delta clearly visible
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.mul_(4.0)
+    peft_model.save_pretrained(str(root / "adapter"))
+    merged = merge_lora(base, root / "adapter", root / "merged")
+    manifest = export_bundle(merged, root / "bundle", name="tiny-csa")
+    lora_delta = merged_parity(base, None, merged, [DOC], manifest["exported_layers"])
+    parity = merged_parity(base, root / "adapter", merged, [DOC, "注意力机制与关键词提取。"], manifest["exported_layers"])
+    return {"base": base, "adapter": root / "adapter", "bundle": root / "bundle", "manifest": manifest,
+            "parity": parity, "lora_delta": lora_delta}
+
+
+def test_merged_adapter_matches_the_unmerged_one(tiny_csa):
+    # merging changes nothing measurable, while the adapter itself changes the attention
+    assert tiny_csa["parity"] <= 1e-5
+    assert tiny_csa["lora_delta"] > 1e-3
+    assert tiny_csa["manifest"]["parity"]["fp32"]["max_abs_diff"] <= 1e-4
+
+
+class _FixedCandidates:
+    def __init__(self, candidates):
+        self.spans = [(c, 1.0 - 0.01 * i) for i, c in enumerate(candidates)]
+
+    def extract_spans_profile(self, text, profile="balanced"):
+        return list(self.spans)
+
+
+def _keyatten_csa(tiny_csa, **kwargs):
+    pytest.importorskip("torchcrf")
+    keyatten = pytest.importorskip("keyatten")
+    extractor = keyatten.CandidateSegmentAttentionExtractor(
+        model=str(tiny_csa["base"]), adapter_path=str(tiny_csa["adapter"]), bio_model_path="unused", language="zh",
+        device="cpu", dtype="float32", **kwargs,
+    )
+    extractor._get_bio_extractor = lambda: _FixedCandidates(CANDIDATES)  # same candidates on both sides
+    return extractor
+
+
+def _ours(tiny_csa, **kwargs):
+    extractor = CandidateSegmentAttentionExtractor(str(tiny_csa["bundle"]), language="zh", profile="compat", **kwargs)
+    extractor.candidates = lambda text: list(CANDIDATES)
+    return extractor
+
+
+def _assert_same_ranking(theirs, ours, tolerance=1e-4):
+    assert len(theirs) == len(ours)
+    for (a_text, a_score), (b_text, b_score) in zip(theirs, ours):
+        assert abs(a_score - b_score) <= tolerance * max(1.0, abs(a_score)), (theirs, ours)
+    # ties (scores within tolerance) compared as sets
+    groups_a, groups_b = {}, {}
+    for text, score in theirs:
+        groups_a.setdefault(round(score / tolerance), set()).add(text)
+    for text, score in ours:
+        groups_b.setdefault(round(score / tolerance), set()).add(text)
+    assert [t for t, _ in theirs] == [t for t, _ in ours] or groups_a == groups_b
+
+
+@pytest.mark.parametrize("order,seeds", [("bio", None), ("random", None), ("random", [1, 2, 3]), ("random", [5, 8, 13, 21, 34])])
+def test_same_keywords_as_keyatten_031(tiny_csa, order, seeds):
+    theirs = _keyatten_csa(tiny_csa, candidate_order=order).extract_keywords_with_scores(DOC, top_k=10, random_seeds=seeds)
+    ours = _ours(tiny_csa, candidate_order=order).extract_keywords_with_scores(DOC, top_k=10, random_seeds=seeds)
+    assert len(ours) == len(CANDIDATES)
+    _assert_same_ranking(theirs, ours)
+    worst = max(abs(a - b) for (_, a), (_, b) in zip(theirs, ours))
+    print(f"CSA parity {order} seeds={seeds}: same order {[t for t, _ in theirs] == [t for t, _ in ours]}, "
+          f"max abs score diff {worst:.2e}, scores {[round(s, 4) for _, s in ours]}")
+
+
+def test_batch_equals_one_by_one_and_numbering(tiny_csa):
+    ours = _ours(tiny_csa, candidate_order="random", random_seeds=[1, 2], number_candidates=True)
+    texts = [DOC, "关键词提取依赖注意力机制。", "人工智能的重要方向。"]
+    batch = ours.extract_keywords_batch(texts, top_k=3, with_scores=True)
+    for text, ranked in zip(texts, batch):
+        single = ours.extract_keywords_with_scores(text, top_k=3)
+        assert [t for t, _ in ranked] == [t for t, _ in single]
+        assert np.allclose([s for _, s in ranked], [s for _, s in single], atol=1e-5)
+    theirs = _keyatten_csa(tiny_csa, candidate_order="random", number_candidates=True)
+    _assert_same_ranking(theirs.extract_keywords_with_scores(DOC, top_k=3, random_seeds=[1, 2]), batch[0])
+
+
+def test_bad_arguments_are_refused(tiny_csa):
+    with pytest.raises(InvalidArgumentError, match="merge-lora"):
+        CandidateSegmentAttentionExtractor(str(tiny_csa["bundle"]), adapter_path="x")
+    with pytest.raises(InvalidArgumentError, match="candidate_order"):
+        CandidateSegmentAttentionExtractor(str(tiny_csa["bundle"]), candidate_order="reverse")
+    with pytest.raises(InvalidArgumentError, match="max_candidates"):
+        CandidateSegmentAttentionExtractor(str(tiny_csa["bundle"]), max_candidates=1)
+    ours = _ours(tiny_csa)
+    assert ours.extract_keywords_batch(["", "   "]) == [[], []]
+    with pytest.raises(InvalidArgumentError):
+        ours.extract_keywords_batch([DOC, 3])
+    with pytest.raises(InvalidArgumentError):
+        ours.extract_keywords_batch(DOC)
+
+
+def test_default_profile_shortens_the_document_not_the_candidates(tiny_csa):
+    long_doc = DOC * 12
+    compat = _ours(tiny_csa, candidate_order="bio", max_length=400)
+    assert compat.extract_keywords(long_doc) == []  # 0.3.1 cuts the candidate section off first (§8.3)
+    default = CandidateSegmentAttentionExtractor(str(tiny_csa["bundle"]), language="zh", candidate_order="bio", max_length=400)
+    default.candidates = lambda text: list(CANDIDATES)
+    ranked = default.extract_keywords(long_doc, with_scores=True)
+    assert sorted(t for t, _ in ranked) == sorted(CANDIDATES)
+    # a document that fits is left whole: the default and compat profiles agree on it
+    short = default.extract_keywords(DOC, with_scores=True)
+    assert short == _ours(tiny_csa, candidate_order="bio", max_length=400).extract_keywords(DOC, with_scores=True)
+
+
+def test_eval_spec_for_csa():
+    from keyatten_lite.evaluation.baselines import CsaSystem, RunContext, build_system
+    from keyatten_lite.evaluation.csa_peer import parse_csa_spec
+
+    assert parse_csa_spec("lite-csa", "") == (None, "random", 1)
+    assert parse_csa_spec("lite-csa::bio", ":bio") == (None, "bio", 1)
+    assert parse_csa_spec("x", "my-bundle:random:3") == ("my-bundle", "random", 3)
+    for bad in (":sideways", "::0", ":random:x", "a:random:1:extra"):
+        with pytest.raises(InvalidArgumentError):
+            parse_csa_spec("lite-csa:" + bad, bad)
+    system = build_system("lite-csa::random:5", RunContext())
+    assert isinstance(system, CsaSystem) and (system.order, system.n_seeds) == ("random", 5)
