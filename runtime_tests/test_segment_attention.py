@@ -192,11 +192,33 @@ def test_eval_spec_for_csa():
     from keyatten_lite.evaluation.baselines import CsaSystem, RunContext, build_system
     from keyatten_lite.evaluation.csa_peer import parse_csa_spec
 
-    assert parse_csa_spec("lite-csa", "") == (None, "random", 1)
-    assert parse_csa_spec("lite-csa::bio", ":bio") == (None, "bio", 1)
-    assert parse_csa_spec("x", "my-bundle:random:3") == ("my-bundle", "random", 3)
-    for bad in (":sideways", "::0", ":random:x", "a:random:1:extra"):
+    assert parse_csa_spec("lite-csa", "") == (None, "random", 1, 0, 30)
+    assert parse_csa_spec("lite-csa::bio", ":bio") == (None, "bio", 1, 0, 30)
+    assert parse_csa_spec("x", "my-bundle:random:3") == ("my-bundle", "random", 3, 0, 30)
+    assert parse_csa_spec("x", "b::2:15:20") == ("b", "random", 2, 15, 20)
+    for bad in (":sideways", "::0", ":random:x", "a:random:1:extra", "a:random:1:2:1", "a:random:1:2:3:4"):
         with pytest.raises(InvalidArgumentError):
             parse_csa_spec("lite-csa:" + bad, bad)
     system = build_system("lite-csa::random:5", RunContext())
     assert isinstance(system, CsaSystem) and (system.order, system.n_seeds) == ("random", 5)
+
+
+def test_word_candidates_join_the_bio_candidates():
+    from conftest import default_bundle_path
+
+    default_bundle_path("e5-small-zh")
+    default_bundle_path("bio-e5-small-zh")
+    plain = CandidateSegmentAttentionExtractor(language="zh", max_candidates=10)
+    mixed = CandidateSegmentAttentionExtractor(language="zh", max_candidates=10, word_candidates=5)
+    bio_only = plain.candidates(DOC)
+    both = mixed.candidates(DOC)
+    assert both[: len(bio_only)] == bio_only  # the tagger's candidates first, in its order
+    added = both[len(bio_only):]
+    assert 0 < len(added) <= 5
+    keys = ["".join(c.lower().split()) for c in both]
+    assert len(keys) == len(set(keys))  # no candidate twice
+    assert set(added) <= set(mixed.word_extractor().extract_keywords(DOC, top_k=5))
+    ranked = mixed.extract_keywords(DOC, top_k=20, with_scores=True)
+    assert {t for t, _ in ranked} <= set(both) and len(ranked) >= 2
+    with pytest.raises(InvalidArgumentError, match="compat"):
+        CandidateSegmentAttentionExtractor(language="zh", profile="compat", word_candidates=3)

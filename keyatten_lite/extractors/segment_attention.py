@@ -178,6 +178,7 @@ class CandidateSegmentAttentionExtractor:
         intra_op_threads: int | None = None,
         providers: Sequence[str] | None = None,
         adapter_path: str | None = None,
+        word_candidates: int = 0,
     ) -> None:
         if adapter_path is not None:
             raise InvalidArgumentError(
@@ -194,6 +195,10 @@ class CandidateSegmentAttentionExtractor:
             raise InvalidArgumentError(f"max_length must be an int >= 8, got {max_length!r}")
         if profile not in ("default", "compat"):
             raise InvalidArgumentError(f"profile must be 'default' or 'compat', got {profile!r}")
+        if isinstance(word_candidates, bool) or not isinstance(word_candidates, int) or word_candidates < 0:
+            raise InvalidArgumentError(f"word_candidates must be an int >= 0, got {word_candidates!r}")
+        if word_candidates and profile == "compat":
+            raise InvalidArgumentError("word_candidates: 0.3.1 (profile='compat') lists BIO candidates only")
         from keyatten_lite.model.bundle import open_bundle
         from keyatten_lite.model.registry import DEFAULT_BIO_BUNDLES, default_bundle_for
 
@@ -221,6 +226,8 @@ class CandidateSegmentAttentionExtractor:
         self.instruction = DEFAULT_INSTRUCTIONS[language] if instruction is None else str(instruction)
         self.number_candidates = bool(number_candidates)
         self.profile = profile
+        self.word_candidates = word_candidates
+        self._words = None
         from keyatten_lite.model.align import configured_tokenizer
 
         self._tokenizer = configured_tokenizer(self.bundle.tokenizer(), self.max_length)
@@ -234,9 +241,25 @@ class CandidateSegmentAttentionExtractor:
             self._bio = BIOExtractor(self.bio_model_path, **self._bio_args)
         return self._bio
 
+    def word_extractor(self):
+        if self._words is None:
+            from keyatten_lite.extractors.keyatten import KeyAttenExtractor
+
+            self._words = KeyAttenExtractor(language=self.language, intra_op_threads=self._bio_args["intra_op_threads"])
+        return self._words
+
     def candidates(self, text: str) -> list[str]:
-        """The first ``max_candidates`` BIO candidates of ``text`` (profile order)."""
-        return _dedup_candidates(self.bio_tagger().extract_spans_profile(text, profile=self.bio_profile), self.max_candidates)
+        """The first ``max_candidates`` BIO candidates of ``text`` (profile order), then, with
+        ``word_candidates``, the default extractor's top keywords the tagger did not propose (the
+        tagger alone finds about 37 % of the gold keywords of Chinese abstracts: a ceiling for the rerank)."""
+        found = _dedup_candidates(self.bio_tagger().extract_spans_profile(text, profile=self.bio_profile), self.max_candidates)
+        if self.word_candidates:
+            seen = {"".join(c.lower().split()) for c in found}
+            for word in self.word_extractor().extract_keywords(text, top_k=self.word_candidates):
+                if "".join(word.lower().split()) not in seen:
+                    seen.add("".join(word.lower().split()))
+                    found.append(word)
+        return found
 
     def seeds(self, random_seeds: Sequence[int] | None = None) -> list[int]:
         seeds = random_seeds if random_seeds else self.random_seeds
