@@ -167,6 +167,10 @@ def test_bad_arguments_are_refused(tiny_csa):
         CandidateSegmentAttentionExtractor(str(tiny_csa["bundle"]), candidate_order="reverse")
     with pytest.raises(InvalidArgumentError, match="max_candidates"):
         CandidateSegmentAttentionExtractor(str(tiny_csa["bundle"]), max_candidates=1)
+    for layer in ("deep", 2.5, True, 99):
+        with pytest.raises(InvalidArgumentError):
+            CandidateSegmentAttentionExtractor(str(tiny_csa["bundle"]), layer=layer)
+    assert CandidateSegmentAttentionExtractor(str(tiny_csa["bundle"]), layer="4").layer == 4
     ours = _ours(tiny_csa)
     assert ours.extract_keywords_batch(["", "   "]) == [[], []]
     with pytest.raises(InvalidArgumentError):

@@ -209,8 +209,13 @@ class CandidateSegmentAttentionExtractor:
         )
         if isinstance(layer, str) and layer.strip().lower() == "auto":
             self.layer = resolve_auto_layer(self.bundle.num_layers, self.bundle.exported_layers)
+        elif isinstance(layer, str):
+            try:
+                self.layer = int(layer.strip())
+            except ValueError:
+                raise InvalidArgumentError(f"layer must be 'auto' or a layer index, got {layer!r}") from None
         else:
-            self.layer = int(layer) if not isinstance(layer, bool) else layer
+            self.layer = layer  # layer_position refuses what is not an int
         self._layer_position = self.bundle.layer_position(self.layer)
         self.bio_model_path = bio_model_path or next(
             name for name, info in DEFAULT_BIO_BUNDLES.items() if info["language"] == language
