@@ -171,6 +171,13 @@ def test_bad_arguments_are_refused(tiny_csa):
         with pytest.raises(InvalidArgumentError):
             CandidateSegmentAttentionExtractor(str(tiny_csa["bundle"]), layer=layer)
     assert CandidateSegmentAttentionExtractor(str(tiny_csa["bundle"]), layer="4").layer == 4
+    for seeds in ("123", [1, "2"], 7, [True]):
+        with pytest.raises(InvalidArgumentError, match="seed"):
+            CandidateSegmentAttentionExtractor(str(tiny_csa["bundle"]), random_seeds=seeds)
+    with pytest.raises(InvalidArgumentError, match="seed"):
+        CandidateSegmentAttentionExtractor(str(tiny_csa["bundle"]), candidate_seed="42")
+    with pytest.raises(InvalidArgumentError, match="seed"):
+        _ours(tiny_csa).extract_keywords(DOC, random_seeds=[1.5])
     ours = _ours(tiny_csa)
     assert ours.extract_keywords_batch(["", "   "]) == [[], []]
     with pytest.raises(InvalidArgumentError):

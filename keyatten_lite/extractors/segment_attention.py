@@ -136,6 +136,21 @@ def resolve_auto_layer(num_layers: int, exported_layers: Sequence[int]) -> int:
     return min(exported_layers, key=lambda layer: (abs(layer - target), -layer))
 
 
+def _seed(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidArgumentError(f"a seed must be an int, got {value!r}")
+    return int(value)
+
+
+def _seeds(values: Any) -> list[int] | None:
+    """``random_seeds`` as a list of ints (None when empty); InvalidArgumentError for anything else."""
+    if values is None:
+        return None
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise InvalidArgumentError(f"random_seeds must be a sequence of ints, got {values!r}")
+    return [_seed(v) for v in values] or None
+
+
 def _dedup_candidates(spans: Sequence[Any], limit: int) -> list[str]:
     out: list[str] = []
     seen: set[str] = set()
@@ -226,8 +241,8 @@ class CandidateSegmentAttentionExtractor:
         self.max_candidates = max_candidates
         self.bio_profile = bio_profile
         self.candidate_order = candidate_order
-        self.candidate_seed = int(candidate_seed)
-        self.random_seeds = [int(s) for s in random_seeds] if random_seeds else None
+        self.candidate_seed = _seed(candidate_seed)
+        self.random_seeds = _seeds(random_seeds)
         self.instruction = DEFAULT_INSTRUCTIONS[language] if instruction is None else str(instruction)
         self.number_candidates = bool(number_candidates)
         self.profile = profile
@@ -267,9 +282,9 @@ class CandidateSegmentAttentionExtractor:
         return found
 
     def seeds(self, random_seeds: Sequence[int] | None = None) -> list[int]:
-        seeds = random_seeds if random_seeds else self.random_seeds
+        seeds = _seeds(random_seeds) or self.random_seeds
         if self.candidate_order == "random" and seeds:
-            return [int(s) for s in seeds]
+            return seeds
         return [self.candidate_seed]
 
     # ------------------------------------------------------------------ prompts
