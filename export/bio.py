@@ -511,13 +511,11 @@ def build_bio_bundle(
             f"{manifest['parity']['fp32']['shared_backbone']['emissions_max_abs_diff']:.2e}, Viterbi paths "
             f"{manifest['parity']['fp32']['shared_backbone']['viterbi_paths_equal']}"
         )
-        return read_manifest_json(target)
+        from keyatten_lite.model.manifest import read_manifest
+
+        return read_manifest(target)
 
     return build_recipe(recipe, home, export, force=force, say=say, preparing=f"the backbone ({recipe.get('backbone')})")
-
-
-def read_manifest_json(bundle_dir: Path) -> dict:
-    return json.loads((Path(bundle_dir) / manifest_mod.MANIFEST_NAME).read_text(encoding="utf-8"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

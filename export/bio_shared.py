@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
+
+from keyatten_lite.model.manifest import read_manifest
 
 from . import ExportError, ParityError, core, verify
 from . import manifest as manifest_mod
@@ -137,8 +139,8 @@ def share_backbone(
     """
     full_dir, backbone_dir, out_dir = Path(full_dir), Path(backbone_dir), Path(out_dir)
     # ``model_dir`` is the source model the full bundle was exported from: head.onnx takes its last layer.
-    full = _read(full_dir)
-    backbone = _read(backbone_dir)
+    full = read_manifest(full_dir)
+    backbone = read_manifest(backbone_dir)
     outputs = [spec["name"] for spec in backbone["graph"]["outputs"]]
     if HIDDEN_OUTPUT not in outputs:
         raise ExportError(
@@ -199,10 +201,4 @@ def _shared_manifest(full, backbone, report, work_dir: Path, tokenizer_file: str
     manifest["parity"] = parity
     manifest.pop("packed_without", None)
     return manifest
-
-
-def _read(bundle_dir: Path) -> Mapping[str, Any]:
-    import json
-
-    return json.loads((bundle_dir / manifest_mod.MANIFEST_NAME).read_text(encoding="utf-8"))
 

@@ -151,6 +151,11 @@ def _seeds(values: Any) -> list[int] | None:
     return [_seed(v) for v in values] or None
 
 
+def _folded(text: str) -> str:
+    """Lower case, whitespace removed: two candidates that fold alike are one."""
+    return "".join(text.lower().split())
+
+
 def _dedup_candidates(spans: Sequence[Any], limit: int) -> list[str]:
     out: list[str] = []
     seen: set[str] = set()
@@ -274,10 +279,10 @@ class CandidateSegmentAttentionExtractor:
         tagger alone finds about 37 % of the gold keywords of Chinese abstracts: a ceiling for the rerank)."""
         found = _dedup_candidates(self.bio_tagger().extract_spans_profile(text, profile=self.bio_profile), self.max_candidates)
         if self.word_candidates:
-            seen = {"".join(c.lower().split()) for c in found}
+            seen = {_folded(c) for c in found}
             for word in self.word_extractor().extract_keywords(text, top_k=self.word_candidates):
-                if "".join(word.lower().split()) not in seen:
-                    seen.add("".join(word.lower().split()))
+                if _folded(word) not in seen:
+                    seen.add(_folded(word))
                     found.append(word)
         return found
 

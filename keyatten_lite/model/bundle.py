@@ -481,7 +481,7 @@ def _open_backbone(path: Path, manifest: dict, where: str, **kwargs) -> Bundle:
     except BundleNotFoundError as exc:
         raise BundleNotFoundError(f"{where} shares the graph of bundle {record['bundle']!r}, which is not installed: {exc}") from None
     backbone = open_bundle(backbone_path, **kwargs)
-    if isinstance(backbone, SharedBackboneBundle) or "backbone" in backbone.manifest:
+    if "backbone" in backbone.manifest:
         raise BundleError(f"{where}: its backbone {record['bundle']!r} itself shares a backbone")
     graph_file = VARIANT_FILES[backbone.variant]
     theirs = backbone.manifest["files"]
