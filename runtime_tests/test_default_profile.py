@@ -352,6 +352,77 @@ def test_adaptive_priors_follow_the_document():
     assert 0.0 <= extreme[0] <= 1.5 and 0.0 <= extreme[1] <= 2.0
 
 
+def test_capitalised_share_counts_names_inside_sentences_only():
+    def share(text):
+        words, spans, _segments = phrases.english_words(text)
+        return phrases.capitalised_share(text, words, spans)
+
+    # Sentence starts (text start, after . ! ? : ; or a line break) and acronyms do not count.
+    assert share("Graph data. Nodes carry labels! Edges? GNN and CNN models") == 0.0
+    assert share("Title of a paper\nAbstract text follows") == 0.0
+    # Names inside a sentence do: 2 of 9 words.
+    assert share("The band Phish played at Watkins near the lake") == pytest.approx(2 / 9)
+    assert share("") == 0.0
+
+
+def test_case_changes_split_a_run_in_title_from_its_abstract():
+    text = "Resource provisioning for web applications Dynamic resource provisioning uses Petri nets"
+    words, _spans, segments = phrases.english_words(text)
+    split = phrases.split_at_case_changes(words, segments)
+    valid = phrases.english_valid_mask(words)
+    joined = phrases.build_candidate_set(words, valid, segments, "en")
+    separated = phrases.build_candidate_set(words, valid, split, "en")
+    assert "web applications Dynamic resource" in joined.texts
+    assert not any("applications Dynamic" in t for t in separated.texts)
+    assert {"web applications", "Dynamic resource provisioning", "Petri nets"} <= set(separated.texts)
+    # Only a lowercase -> Capitalised step splits: acronyms, capitalised runs and the first word do not.
+    words = ["Graph", "GNN", "models", "New", "York", "city"]
+    assert phrases.split_at_case_changes(words, np.zeros(6, dtype=np.int64)).tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_pieces_of_names_are_marked_unless_they_also_stand_alone():
+    text = "Hailee Steinfeld met Universal Pictures in New York. Steinfeld, aged 14, plays graph games."
+    words, spans, segments = phrases.english_words(text)
+    cands = phrases.build_candidate_set(words, phrases.english_valid_mask(words), segments, "en")
+    marked = dict(zip(cands.texts, phrases.name_fragments(text, words, spans, cands)))
+    # pieces of a capitalised run: marked; whole runs and lowercase phrases: not
+    assert marked["Hailee"] and marked["Universal"] and marked["Pictures"] and marked["York"]
+    assert not marked["Hailee Steinfeld"] and not marked["Universal Pictures"] and not marked["graph games"]
+    # "Steinfeld" also occurs on its own (the comma ends the run), so it is a keyword candidate
+    assert not marked["Steinfeld"]
+    assert not phrases.name_fragments("", [], np.zeros((0, 2), dtype=np.int64), phrases.build_candidate_set(
+        [], np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64), "en")).any()
+
+
+def test_shipped_english_default_keeps_names_whole_in_news():
+    _bundle_or_skip("minilm-l6-en")
+    ex = KeyAttenExtractor("minilm-l6-en", "en", intra_op_threads=1)
+    text = (
+        "Hailee Steinfeld, the Oscar-nominated star of True Grit, is in talks to play Sleeping Beauty in a new "
+        "film adaptation that Universal Pictures will shoot in California next year."
+    )
+    top = ex.extract_keywords(text, top_k=8)
+    assert {"Hailee Steinfeld", "True Grit", "Universal Pictures"} <= set(top)
+    assert not {"Steinfeld", "Grit", "Universal", "Hailee"} & set(top)
+
+
+def test_names_shorten_candidates_and_weigh_repeats_in_short_texts_only():
+    config = profile_constants.DefaultProfileConfig(
+        frequency_power=0.5, length_power=1.0, length_power_names=-5.0, frequency_power_names=6.0, names_words=3000.0
+    )
+    _w, cands = _words_cands("graph data graph data nodes")
+    assert default_scoring.adaptive_powers(cands, 300, config, 0.0) == (0.5, 1.0, config.position_scale)
+    fp, lp, _scale = default_scoring.adaptive_powers(cands, 300, config, 0.1)
+    gate = math.exp(-300 / 3000)
+    assert fp == pytest.approx(0.5 + 0.6 * gate) and lp == pytest.approx(1.0 - 0.5 * gate)
+    # A long paper's capitalised headings and references barely move its priors.
+    fp_long, lp_long, _ = default_scoring.adaptive_powers(cands, 9000, config, 0.1)
+    assert abs(fp_long - 0.5) < 0.05 and abs(lp_long - 1.0) < 0.05
+    # Bounds hold for any share.
+    fp_max, lp_max, _ = default_scoring.adaptive_powers(cands, 10, config, 1.0)
+    assert (fp_max, lp_max) == (1.5, 0.0)
+
+
 def test_pos_lexicon_keeps_verbs_adverbs_pronouns_out_of_candidates():
     text = "Graph neural networks learn representations of nodes efficiently; everyone proposes models."
     _w, plain = _words_cands(text)

@@ -22,17 +22,21 @@ from keyatten_lite.scoring.default import (
     idf_values,
     rank_candidate_set,
     score_candidates,
+    uses_names,
     unseen_idf_value,
     word_scores_from_token_offsets,
 )
 from keyatten_lite.text.normalize import normalize_phrase
 from keyatten_lite.text.phrases import (
     CandidateSet,
+    capitalised_share,
     build_candidate_set,
     chinese_valid_mask,
     chinese_words,
     english_valid_mask,
     english_words,
+    name_fragments,
+    split_at_case_changes,
 )
 
 
@@ -80,6 +84,8 @@ def words_of(res, text: str):
     cfg = constants(res)
     if res.settings.language == "en":
         words, spans, segments = english_words(text)
+        if cfg.case_boundaries:
+            segments = split_at_case_changes(words, segments)
         limit = cfg.pos_filter_max_words
         pos_filter = cfg.pos_filter if limit is None or len(words) <= limit else "none"
         return words, None, spans, segments, english_valid_mask(words, pos_filter)
@@ -152,7 +158,13 @@ def score(res, doc: RawTextDocument, read: RawTextRead, method: str, idf: Idf | 
     if idf is not None:
         lookup, unseen = idf_parts(res, idf)
         word_idf = idf_values(doc.words, doc.valid, lookup, unseen)
-    return score_candidates(doc.candidates, words, word_idf, cfg)
+    names = 0.0
+    if uses_names(cfg) and res.settings.language == "en":
+        names = capitalised_share(doc.text, doc.words, doc.spans)
+    scores = score_candidates(doc.candidates, words, word_idf, cfg, names)
+    if cfg.name_fragment_penalty and res.settings.language == "en":
+        scores = scores - cfg.name_fragment_penalty * name_fragments(doc.text, doc.words, doc.spans, doc.candidates)
+    return scores
 
 
 def rank(res, doc: RawTextDocument, read: RawTextRead, scores: np.ndarray, top_k: int) -> list[tuple[str, float]]:

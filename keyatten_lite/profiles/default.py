@@ -45,6 +45,8 @@ class DefaultProfileConfig:
     token_to_word: str = "mean"  # how a word's overlapping token scores combine: mean | max | sum
     max_ngram: int = 4
     punctuation_boundaries: bool = True  # English: candidates never cross punctuation
+    # English: ... nor a lowercase word followed by a capitalised one (a run-in title, "platform Web")
+    case_boundaries: bool = False
     frequency_power: float = 1.0
     idf_power: float = 1.0
     position_power: float = 0.0
@@ -59,10 +61,21 @@ class DefaultProfileConfig:
     #   position scale: position_scale * exp(position_scale_size * D)
     # so a short text or a news story (multi-word phrases rarely repeat) leans to short candidates and a
     # paper whose phrases recur to long ones. All zero: fixed powers.
+    #   and, with N the share of the document's words that are capitalised inside a sentence (names:
+    #   news and headlines; see text.phrases.capitalised_share),
+    #   length += length_power_names * N * G, frequency += frequency_power_names * N * G
+    #   with G = exp(-words / names_words) (1 without names_words): long papers carry capitalised
+    #   headings, captions and references, not the names of a news story.
     length_power_repeat: float = 0.0
     length_power_size: float = 0.0
     frequency_power_size: float = 0.0
     position_scale_size: float = 0.0
+    length_power_names: float = 0.0
+    frequency_power_names: float = 0.0
+    names_words: float | None = None
+    # English: added to the log score of a candidate that only ever occurs as a piece of a longer
+    # capitalised run ("Steinfeld" of "Hailee Steinfeld"); 0: no change
+    name_fragment_penalty: float = 0.0
     # English: "lexicon" treats words that the shipped lexicon knows only as verbs, adverbs, pronouns
     # or determiners as non-candidate words (a candidate never starts, ends with or spans one).
     pos_filter: str = "none"
@@ -106,12 +119,14 @@ class DefaultProfileConfig:
 BUNDLE_CONFIGS: dict[str, DefaultProfileConfig] = {
     # English: the constants tuned on abstracts and papers, with the lexicon filter (issue 14: a
     # candidate never starts, ends with or spans a word the lexicon knows only as a verb, adverb,
-    # pronoun or determiner). The document-adaptive priors measured in docs/results/quality.md gain
-    # on short texts and news but lose .016-.020 F1@10 on abstracts and papers, so they stay off.
+    # pronoun or determiner) and case boundaries. Length and repeat priors gain on short texts and
+    # news but lose .016-.020 F1@10 on abstracts and papers, so they stay off; the share of
+    # capitalised words (names) is what separates news from abstracts: it shortens and repeats.
     "minilm-l6-en": DefaultProfileConfig(
         token_to_word="max", frequency_power=0.5, idf_power=1.0, length_power=1.0,
         position_power=0.5, position_scale=400.0, nested="contained", end_filter="ly-ed", pos_filter="lexicon",
-        pos_filter_max_words=2000,
+        pos_filter_max_words=2000, case_boundaries=True,
+        length_power_names=-5.0, frequency_power_names=6.0, names_words=3000.0, name_fragment_penalty=2.0,
     ),
     "e5-small-multi": DefaultProfileConfig(
         token_to_word="mean", frequency_power=1.0, idf_power=1.0, length_power=0.2,

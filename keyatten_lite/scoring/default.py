@@ -86,8 +86,10 @@ def score_candidates(
     word_scores: np.ndarray,
     word_idf: np.ndarray | None,
     config: DefaultProfileConfig,
+    names: float = 0.0,
 ) -> np.ndarray:
-    """Log-linear candidate score (see :class:`DefaultProfileConfig`); float64 [C]."""
+    """Log-linear candidate score (see :class:`DefaultProfileConfig`); float64 [C]. ``names``: the
+    document's capitalised share (:func:`keyatten_lite.text.phrases.capitalised_share`)."""
     C = len(cands)
     if C == 0:
         return np.zeros(0, dtype=np.float64)
@@ -98,7 +100,7 @@ def score_candidates(
     counts = cands.counts.astype(np.float64)
     mean_attention = np.bincount(cands.occurrence_candidate, weights=occurrence, minlength=C) / counts
     tiny = 1e-12
-    frequency_power, length_power, position_scale = adaptive_powers(cands, len(ws), config)
+    frequency_power, length_power, position_scale = adaptive_powers(cands, len(ws), config, names)
     log_score = np.log(mean_attention + tiny) + frequency_power * np.log(counts)
     if word_idf is not None:
         idf_prefix = np.concatenate([[0.0], np.cumsum(np.asarray(word_idf, dtype=np.float64))])
@@ -111,23 +113,32 @@ def score_candidates(
     return log_score
 
 
+def uses_names(config: DefaultProfileConfig) -> bool:
+    """Whether the priors read the document's capitalised share (only then is it computed)."""
+    return bool(config.length_power_names or config.frequency_power_names)
+
+
 def adaptive_powers(
-    cands: CandidateSet, n_doc_words: int, config: DefaultProfileConfig
+    cands: CandidateSet, n_doc_words: int, config: DefaultProfileConfig, names: float = 0.0
 ) -> tuple[float, float, float]:
     """(frequency power, length power, position scale) for this document (``DefaultProfileConfig``:
-    the priors are smooth functions of the document's length and of how often its multi-word
-    candidates repeat)."""
+    the priors are smooth functions of the document's length, of how often its multi-word
+    candidates repeat and of the share ``names`` of its words capitalised inside a sentence)."""
     fp, lp, scale = config.frequency_power, config.length_power, config.position_scale
     if not (
         config.length_power_repeat or config.length_power_size or config.frequency_power_size
-        or config.position_scale_size
+        or config.position_scale_size or uses_names(config)
     ):
         return fp, lp, scale
     size = math.log(max(n_doc_words, 1) / 100.0)
+    if config.names_words:
+        names *= math.exp(-n_doc_words / config.names_words)
     multi = cands.n_words >= 2
     repeat = float((cands.counts[multi] >= 2).mean()) if multi.any() else 0.0
-    lp = min(max(lp + config.length_power_repeat * repeat + config.length_power_size * size, 0.0), 2.0)
-    fp = min(max(fp + config.frequency_power_size * size, 0.0), 1.5)
+    lp = lp + config.length_power_repeat * repeat + config.length_power_size * size + config.length_power_names * names
+    lp = min(max(lp, 0.0), 2.0)
+    fp = fp + config.frequency_power_size * size + config.frequency_power_names * names
+    fp = min(max(fp, 0.0), 1.5)
     return fp, lp, scale * math.exp(config.position_scale_size * size)
 
 

@@ -45,6 +45,68 @@ def english_words(text: str) -> tuple[list[str], np.ndarray, np.ndarray]:
     return words, np.asarray(spans, dtype=np.int64).reshape(-1, 2), np.asarray(segments, dtype=np.int64)
 
 
+def split_at_case_changes(words: Sequence[str], segments: np.ndarray) -> np.ndarray:
+    """Segment ids that also grow where a lowercase word is followed by a capitalised one with only
+    whitespace between ("... for web applications Dynamic resource ...": a title run into its
+    abstract, "platform Web"): such a pair is almost never one keyphrase in running text."""
+    out = np.asarray(segments, dtype=np.int64).copy()
+    shift = 0
+    for i in range(1, len(words)):
+        previous, word = words[i - 1], words[i]
+        if previous.islower() and word[0].isupper() and any(c.islower() for c in word[1:]):
+            shift += 1
+        out[i] += shift
+    return out
+
+
+# A sentence starts after . ! ? : ; or a line break (titles stand on their own line), or at the start.
+_SENTENCE_GAP = re.compile(r"[.!?:;\n]")
+
+
+def capitalised_share(text: str, words: Sequence[str], spans: np.ndarray) -> float:
+    """Share of English words that are capitalised (``Phish``, ``York``; not all-caps acronyms) where
+    a sentence does not start: high in news (names, headlines), low in abstracts and papers."""
+    if not len(words):
+        return 0.0
+    named = 0
+    previous_end = 0
+    for index, (word, (start, end)) in enumerate(zip(words, spans)):
+        gap = text[previous_end:start]
+        previous_end = int(end)
+        if index == 0 or _SENTENCE_GAP.search(gap):
+            continue
+        if word[0].isupper() and any(c.islower() for c in word[1:]):
+            named += 1
+    return named / len(words)
+
+
+def name_fragments(text: str, words: Sequence[str], spans: np.ndarray, cands: "CandidateSet") -> np.ndarray:
+    """bool [C]: every occurrence of the candidate lies strictly inside a run of capitalised words
+    joined by whitespace only ("Steinfeld" and "Hailee" of "Hailee Steinfeld", "York" of "New York"):
+    a piece of a name, not a keyword of its own."""
+    n = len(words)
+    capital = np.fromiter((bool(w) and w[0].isupper() for w in words), dtype=bool, count=n)
+    run = np.zeros(n, dtype=np.int64)  # run id per capitalised word; -1 elsewhere
+    run_id = -1
+    for i in range(n):
+        if not capital[i]:
+            run[i] = -1
+            continue
+        joined = i > 0 and capital[i - 1] and not text[int(spans[i - 1][1]) : int(spans[i][0])].strip()
+        if not joined:
+            run_id += 1
+        run[i] = run_id
+    if run_id < 0 or not len(cands):
+        return np.zeros(len(cands), dtype=bool)
+    run_length = np.bincount(run[run >= 0], minlength=run_id + 1)
+    start, end = cands.occurrence_start, cands.occurrence_end
+    first_run = run[start]
+    inside = (first_run >= 0) & (first_run == run[end - 1]) & (capital[start])
+    fragment = inside & (run_length[np.maximum(first_run, 0)] > (end - start))
+    not_fragment = np.bincount(cands.occurrence_candidate, weights=~fragment, minlength=len(cands))
+    return not_fragment == 0
+
+
 def english_valid_mask(words: Sequence[str], pos_filter: str = "none") -> np.ndarray:
     """Candidate words: more than one character, a letter, not a stop word; with ``pos_filter="lexicon"``
     also not a word known only as a verb, adverb, pronoun or determiner (``non_keyphrase_words()``)."""
