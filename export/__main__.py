@@ -5,6 +5,8 @@
         (SRC: an encoder or a decoder-only model, a local directory or a hub id; `model` is an alias)
     python -m keyatten_lite_export merge-lora BASE ADAPTER -o MERGED [--force]
         (a peft LoRA adapter merged into its base in fp32: an ordinary model directory for `encoder`)
+    python -m keyatten_lite_export qk MODEL [--adapter A] -o OUT [--layer auto|N] [--name N] [--max-length N]
+        (QKLoRAExtractor: one layer's queries and keys, a peft adapter merged in fp32 and checked unmerged)
     python -m keyatten_lite_export build [--home H] [--force] [--name N]
     python -m keyatten_lite_export list
 """
@@ -74,6 +76,24 @@ def _cmd_merge_lora(args) -> int:
     return 0
 
 
+def _cmd_qk(args) -> int:
+    from .qk import export_qk_bundle
+
+    manifest = export_qk_bundle(
+        args.source, args.output, adapter=args.adapter, name=args.name, layer=args.layer,
+        max_length=args.max_length, overwrite=args.force, revision=args.revision, tolerance=args.tolerance,
+    )
+    fp32 = manifest["parity"]["fp32"]
+    summary = {
+        "name": manifest["name"], "path": args.output, "architecture": manifest["architecture"], "kind": manifest["kind"],
+        "qk": manifest["qk"], "padding_side": manifest["padding_side"], "max_length": manifest["max_length"],
+        "fp32_max_abs_diff": fp32["max_abs_diff"], "reference": fp32.get("reference"),
+        "export_seconds": manifest["export_seconds"],
+    }
+    print(json.dumps(summary, ensure_ascii=False))
+    return 0
+
+
 def _cmd_build(args) -> int:
     from .build import build_default_bundles
 
@@ -134,6 +154,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     merge.add_argument("-o", "--output", required=True, help="directory for the merged model")
     merge.add_argument("--force", action="store_true", help="write into a non-empty OUTPUT")
     merge.set_defaults(func=_cmd_merge_lora)
+
+    qk = sub.add_parser("qk", help="export one layer's queries and keys (QKLoRAExtractor), optionally with a LoRA adapter")
+    qk.add_argument("source", metavar="MODEL", help="local model directory or hub id (the base when --adapter is given)")
+    qk.add_argument("--adapter", default=None, help="peft LoRA adapter directory: merged in fp32, parity-checked unmerged")
+    qk.add_argument("-o", "--output", required=True, help="bundle directory to create")
+    qk.add_argument("--name", default=None, help="bundle name recorded in bundle.json (default: OUT's name)")
+    qk.add_argument("--layer", default="auto", help="'auto' (keyatten's min(L-1, floor(0.75 L))) or a layer index")
+    qk.add_argument("--max-length", type=int, default=None, help="token positions incl. specials")
+    qk.add_argument("--tolerance", type=float, default=1e-4, help="max abs q/k difference allowed (default 1e-4)")
+    qk.add_argument("--revision", default=None, help="hub revision of MODEL (not with --adapter)")
+    qk.add_argument("--force", action="store_true", help="replace an existing bundle at OUT")
+    qk.set_defaults(func=_cmd_qk)
 
     build = sub.add_parser("build", help="build the default bundles from their recipes")
     build.add_argument("--home", default=None, help="keyatten-lite home (default: $KEYATTEN_LITE_HOME or ~/.cache/keyatten-lite)")

@@ -436,6 +436,17 @@ class ExportKind:
         """The graph's outputs from onnxruntime, float32, in output order."""
         return (verify.run_onnx_attention(session, input_ids, attention_mask),)
 
+    def fp32_parity(self, torch_runs, onnx_runs, batches, probes: int) -> dict:
+        """The fp32 parity report of ONNX vs torch (ParityError above the tolerance): the first
+        output, compared as attention maps."""
+        index = {id(ids): i for i, (ids, _) in enumerate(batches)}
+        return verify.check_fp32_parity(
+            lambda ids, mask: torch_runs[index[id(ids)]][0],
+            lambda ids, mask: onnx_runs[index[id(ids)]][0],
+            batches,
+            probes=probes,
+        )
+
     def check_fp32(self, report: dict, torch_runs, onnx_runs, batches, sides: Sequence[str]) -> None:
         """Add to (or refuse on) the fp32 parity report, after the attention check passed."""
         report["padding_sides"] = list(sides)
@@ -521,15 +532,7 @@ def export_model(
         for ids, mask in batches:
             torch_runs.append(kind.run_torch(module, ids, mask))
             onnx_runs.append(kind.run_onnx(session, ids, mask))
-        index = {id(ids): i for i, (ids, _) in enumerate(batches)}
-        parity = {
-            "fp32": verify.check_fp32_parity(
-                lambda ids, mask: torch_runs[index[id(ids)]][0],
-                lambda ids, mask: onnx_runs[index[id(ids)]][0],
-                batches,
-                probes=len(id_lists),
-            )
-        }
+        parity = {"fp32": kind.fp32_parity(torch_runs, onnx_runs, batches, probes=len(id_lists))}
         kind.check_fp32(parity["fp32"], torch_runs, onnx_runs, batches, sides)
         timings["verify"] = time.perf_counter() - t
         # The torch model is done with; free it before quantising (GBs for a 0.6B decoder).

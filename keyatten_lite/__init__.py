@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "KeyAttenExtractor": ".extractors.keyatten",
     "CandidateSegmentAttentionExtractor": ".extractors.segment_attention",
+    "QKLoRAExtractor": ".extractors.qk_lora",
     "WordWeight": ".extractors.keyatten",
     "extract_keywords": ".extractors.keyatten",
     "DEFAULT_ZH_CAUSAL_INSTRUCTION_PREFIX": ".extractors.keyatten",

@@ -376,6 +376,10 @@ class Bundle:
 
     def run_attention(self, input_ids, attention_mask) -> np.ndarray:
         """Head-mean attention, float32 ``[n_exported_layers, batch, seq, seq]`` (queries x keys)."""
+        if self.kind == "qk":
+            raise BundleError(
+                f"bundle {self.name!r} holds queries and keys (kind 'qk', for QKLoRAExtractor), not attention maps"
+            )
         feeds = self._feeds(input_ids, attention_mask)
         output = self._run([self.output_name], feeds)[self.output_name]
         self._check_attention_shape(output, *feeds["input_ids"].shape)
@@ -395,7 +399,7 @@ class Bundle:
             )
         feeds = self._feeds(input_ids, attention_mask)
         outputs = self._run(wanted, feeds)
-        if self.output_name in outputs:
+        if self.kind != "qk" and self.output_name in outputs:
             self._check_attention_shape(outputs[self.output_name], *feeds["input_ids"].shape)
         return outputs
 

@@ -124,6 +124,8 @@ def validate_manifest(manifest: dict, where: str = "bundle") -> None:
     backbone = manifest.get("backbone")
     if backbone is not None:
         _validate_backbone_record(manifest, bad)
+    if manifest.get("kind") == "qk":
+        _validate_qk_record(manifest, bad)
 
     files = manifest["files"]
     if not isinstance(files, dict) or not files:
@@ -160,6 +162,28 @@ def validate_manifest(manifest: dict, where: str = "bundle") -> None:
             or not all(isinstance(s, dict) and isinstance(s.get("name"), str) for s in specs)
         ):
             raise bad(f"has no graph.{side} list of {{name, dtype, shape}}")
+
+
+QK_OUTPUTS = ("q_proj", "k_proj", "q_attn", "k_attn")
+
+
+def _validate_qk_record(manifest: dict, bad) -> None:
+    """A ``kind: "qk"`` bundle (QKLoRAExtractor): the q/k of one exported layer, and their head layout."""
+    record = manifest.get("qk")
+    if not isinstance(record, dict):
+        raise bad("has kind 'qk' but no qk record")
+    for key in ("head_dim", "num_heads", "num_kv_heads"):
+        if not _is_int(record.get(key)) or record[key] < 1:
+            raise bad(f"has qk.{key} {record.get(key)!r}, expected a positive integer")
+    if record["num_heads"] % record["num_kv_heads"]:
+        raise bad(f"has qk.num_heads {record['num_heads']} not a multiple of qk.num_kv_heads {record['num_kv_heads']}")
+    if record.get("layer") not in manifest["exported_layers"]:
+        raise bad(f"has qk.layer {record.get('layer')!r}, expected one of exported_layers {manifest['exported_layers']}")
+    outputs = manifest["graph"].get("outputs") if isinstance(manifest["graph"], dict) else None
+    names = {spec.get("name") for spec in outputs or [] if isinstance(spec, dict)}
+    missing = [name for name in QK_OUTPUTS if name not in names]
+    if missing:
+        raise bad(f"is a qk bundle whose graph lacks the outputs {missing}")
 
 
 def _validate_backbone_record(manifest: dict, bad) -> None:
