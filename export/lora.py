@@ -24,13 +24,14 @@ import numpy as np
 
 from . import ExportError
 
-__all__ = ["merge_lora", "merged_parity"]
+__all__ = ["load_model", "merge_lora", "merged_parity"]
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                    "merges.txt", "vocab.json", "added_tokens.json", "sentencepiece.bpe.model")
 
 
-def _load(base: str | os.PathLike, adapter: str | os.PathLike | None):
+def load_model(base: str | os.PathLike, adapter: str | os.PathLike | None = None):
+    """The base model in fp32 with eager attention, and the peft adapter on it, unmerged (when given)."""
     import torch
     from transformers import AutoModel
 
@@ -49,7 +50,7 @@ def merge_lora(base: str | os.PathLike, adapter: str | os.PathLike, out_dir: str
         raise ExportError(f"{out} exists and is not empty (pass overwrite=True / --force)")
     if not (Path(adapter) / "adapter_config.json").is_file():
         raise ExportError(f"{adapter} is not a peft adapter directory (no adapter_config.json)")
-    model = _load(base, adapter).merge_and_unload()
+    model = load_model(base, adapter).merge_and_unload()
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out), safe_serialization=True)
     # save_pretrained records the loaded class (AutoModel gives e.g. "Qwen3Model"); keep the base's
@@ -80,7 +81,7 @@ def merged_parity(base, adapter, merged, texts: Sequence[str], layers: Sequence[
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(base))
-    reference, candidate = _load(base, adapter), _load(merged, None)
+    reference, candidate = load_model(base, adapter), load_model(merged, None)
     worst = 0.0
     with torch.no_grad():
         for text in texts:

@@ -278,11 +278,11 @@ class QKKind(core.ExportKind):
             return
         import torch
 
-        from .lora import _load
+        from .lora import load_model
 
         base, adapter = self.reference
         with core.quiet_transformers():
-            model = _load(base, adapter)
+            model = load_model(base, adapter)
         module = QKProjections(core.attention_module_class()(model, [self.layer]).eval(), self.layer)
         with torch.no_grad():
             reference_runs = [

@@ -113,7 +113,7 @@ def test_export_matches_torch_with_the_adapter_unmerged(tiny_qk):
 
     from keyatten_lite.model.bundle import open_bundle
     from keyatten_lite_export import core
-    from keyatten_lite_export.lora import _load
+    from keyatten_lite_export.lora import load_model
     from keyatten_lite_export.qk import QKProjections
 
     manifest = tiny_qk["manifest"]
@@ -131,7 +131,7 @@ def test_export_matches_torch_with_the_adapter_unmerged(tiny_qk):
     ids = np.array([bundle.tokenizer().encode(DOCS["zh"][0]).ids], dtype=np.int64)
     mask = np.ones_like(ids)
     ours = bundle.run_outputs(ids, mask, ["q_proj", "k_proj"])
-    base = QKProjections(core.attention_module_class()(_load(tiny_qk["base"], None), [2]).eval(), 2)
+    base = QKProjections(core.attention_module_class()(load_model(tiny_qk["base"]), [2]).eval(), 2)
     with torch.no_grad():
         q, k, _, _ = base(torch.from_numpy(ids), torch.from_numpy(mask))
     delta = max(float(np.abs(ours["q_proj"] - q.numpy()).max()), float(np.abs(ours["k_proj"] - k.numpy()).max()))
