@@ -29,6 +29,7 @@ from typing import Sequence
 import numpy as np
 
 from keyatten_lite.errors import InvalidArgumentError
+from keyatten_lite.extractors.segment_attention import resolve_layer_argument
 
 __all__ = [
     "QKLoRAExtractor",
@@ -37,7 +38,6 @@ __all__ = [
     "qk_token_scores",
     "rank_spans",
     "repeat_kv_heads",
-    "resolve_layer_argument",
     "span_mean_scores",
 ]
 
@@ -103,21 +103,6 @@ def rank_spans(texts: Sequence[str], scores: Sequence[float], starts: Sequence[i
     """Sorted by ``(-score, span start)``, stable (equal pairs keep candidate order); first ``top_k``."""
     order = sorted(range(len(texts)), key=lambda i: (-scores[i], starts[i]))
     return [(texts[i], float(scores[i])) for i in order[:top_k]]
-
-
-def resolve_layer_argument(layer: str | int, bundle) -> int:
-    """``"auto"`` (§9.2, :func:`resolve_auto_layer` over the bundle's layers), an index as a str, or
-    the value as given (``bundle.layer_position`` then refuses what is not an exported layer index)."""
-    from keyatten_lite.extractors.segment_attention import resolve_auto_layer
-
-    if isinstance(layer, str) and layer.strip().lower() == "auto":
-        return resolve_auto_layer(bundle.num_layers, bundle.exported_layers)
-    if isinstance(layer, str):
-        try:
-            return int(layer.strip())
-        except ValueError:
-            raise InvalidArgumentError(f"layer must be 'auto' or a layer index, got {layer!r}") from None
-    return layer
 
 
 def _check_top_k(top_k) -> int:

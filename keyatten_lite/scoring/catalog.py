@@ -27,7 +27,7 @@ METHOD_CATEGORIES: dict[str, dict] = {
     },
     "standalone_methods": {
         "label": "standalone methods",
-        "description": "BIO span tagger and QK scorer (not yet available in keyatten-lite).",
+        "description": "BIO span tagger (keyatten_lite.extractors.bio_tagger) and QK scorer (QKLoRAExtractor).",
         "entrypoints": ["BIOExtractor", "QKLoRAExtractor"],
         "methods": ["BIO", "QK"],
         "idf_methods": [],
@@ -35,7 +35,7 @@ METHOD_CATEGORIES: dict[str, dict] = {
     },
     "main_method": {
         "label": "main method",
-        "description": "BIO candidates ranked by attention (not yet available in keyatten-lite).",
+        "description": "BIO candidates ranked by attention (candidate_scoring='bio', CandidateSegmentAttentionExtractor).",
         "entrypoints": ["KeyAttenExtractor(candidate_scoring='bio')", "CandidateSegmentAttentionExtractor"],
         "methods": ["bio_attention_rerank"],
         "idf_methods": [],
