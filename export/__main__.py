@@ -3,6 +3,8 @@
     python -m keyatten_lite_export encoder SRC -o OUT --name N [--layers 3,5|all] [--int8] [--max-length 512]
                                            [--revision REV]
         (SRC: an encoder or a decoder-only model, a local directory or a hub id; `model` is an alias)
+    python -m keyatten_lite_export train-csa RECIPE -o ADAPTER_DIR [--data DIR]
+        (a CSA reranker's LoRA adapter trained from its recipe, export/csa.py)
     python -m keyatten_lite_export merge-lora BASE ADAPTER -o MERGED [--force]
         (a peft LoRA adapter merged into its base in fp32: an ordinary model directory for `encoder`)
     python -m keyatten_lite_export qk MODEL [--adapter A] -o OUT [--layer auto|N] [--name N] [--max-length N]
@@ -73,6 +75,24 @@ def _cmd_merge_lora(args) -> int:
 
     out = merge_lora(args.base, args.adapter, args.output, overwrite=args.force)
     print(json.dumps({"merged": str(out), "base": args.base, "adapter": args.adapter}, ensure_ascii=False))
+    return 0
+
+
+def _cmd_train_csa(args) -> int:
+    from . import sources
+    from .csa import csa_recipe_source, train_csa_adapter, training_documents
+
+    recipe = csa_recipe_source(sources.load_recipe(args.recipe))
+    docs = training_documents(recipe, args.data)
+    if docs is None:
+        raise ExportError(f"{args.recipe}: training data not found (pass --data DIR or set KEYATTEN_LITE_DATA)")
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory(prefix="csa-backbone-") as work:
+        info = sources.prepare(recipe, Path(work))
+        log = train_csa_adapter(recipe, info["model_dir"], args.output, docs=docs, home=args.home, say=_log)
+    print(json.dumps({"adapter": args.output, **log}, ensure_ascii=False))
     return 0
 
 
@@ -154,6 +174,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     merge.add_argument("-o", "--output", required=True, help="directory for the merged model")
     merge.add_argument("--force", action="store_true", help="write into a non-empty OUTPUT")
     merge.set_defaults(func=_cmd_merge_lora)
+
+    train_csa = sub.add_parser(
+        "train-csa", help="train a CSA reranker recipe's LoRA adapter (models/csa-*.json) from the data folder"
+    )
+    train_csa.add_argument("recipe", help="recipe name, e.g. csa-e5-small-zh")
+    train_csa.add_argument("-o", "--output", required=True, help="adapter directory (peft files + train_log.json)")
+    train_csa.add_argument("--data", default=None, help="data folder (default: $KEYATTEN_LITE_DATA or ../shared/data)")
+    train_csa.add_argument("--home", default=None, help="keyatten-lite home with the default and BIO bundles")
+    train_csa.set_defaults(func=_cmd_train_csa)
 
     qk = sub.add_parser("qk", help="export one layer's queries and keys (QKLoRAExtractor), optionally with a LoRA adapter")
     qk.add_argument("source", metavar="MODEL", help="local model directory or hub id (the base when --adapter is given)")

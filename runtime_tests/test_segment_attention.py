@@ -203,10 +203,11 @@ def test_eval_spec_for_csa():
     from keyatten_lite.evaluation.baselines import CsaSystem, RunContext, build_system
     from keyatten_lite.evaluation.csa_peer import parse_csa_spec
 
-    assert parse_csa_spec("lite-csa", "") == (None, "random", 1, 0, 30)
-    assert parse_csa_spec("lite-csa::bio", ":bio") == (None, "bio", 1, 0, 30)
-    assert parse_csa_spec("x", "my-bundle:random:3") == ("my-bundle", "random", 3, 0, 30)
-    assert parse_csa_spec("x", "b::2:15:20") == ("b", "random", 2, 15, 20)
+    # Parts left out keep the extractor's defaults (None here).
+    assert parse_csa_spec("lite-csa", "") == (None, None, None, None, None)
+    assert parse_csa_spec("lite-csa::bio", ":bio") == (None, "bio", None, None, None)
+    assert parse_csa_spec("x", "my-bundle:random:3") == ("my-bundle", "random", 3, None, None)
+    assert parse_csa_spec("x", "b::2:15:20") == ("b", None, 2, 15, 20)
     for bad in (":sideways", "::0", ":random:x", "a:random:1:extra", "a:random:1:2:1", "a:random:1:2:3:4"):
         with pytest.raises(InvalidArgumentError):
             parse_csa_spec("lite-csa:" + bad, bad)
@@ -219,8 +220,8 @@ def test_word_candidates_join_the_bio_candidates():
 
     default_bundle_path("e5-small-zh")
     default_bundle_path("bio-e5-small-zh")
-    plain = CandidateSegmentAttentionExtractor(language="zh", max_candidates=10)
-    mixed = CandidateSegmentAttentionExtractor(language="zh", max_candidates=10, word_candidates=5)
+    plain = CandidateSegmentAttentionExtractor("e5-small-zh", language="zh", max_candidates=10, word_candidates=0)
+    mixed = CandidateSegmentAttentionExtractor("e5-small-zh", language="zh", max_candidates=10, word_candidates=5)
     bio_only = plain.candidates(DOC)
     both = mixed.candidates(DOC)
     assert both[: len(bio_only)] == bio_only  # the tagger's candidates first, in its order
@@ -233,3 +234,91 @@ def test_word_candidates_join_the_bio_candidates():
     assert {t for t, _ in ranked} <= set(both) and len(ranked) >= 2
     with pytest.raises(InvalidArgumentError, match="compat"):
         CandidateSegmentAttentionExtractor(language="zh", profile="compat", word_candidates=3)
+
+
+def test_a_trained_reranker_bundle_is_the_default_with_its_candidate_settings(tiny_csa, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from keyatten_lite.model.registry import default_csa_bundle_for
+
+    home = tmp_path / "home"
+    target = home / "bundles" / "csa-e5-small-zh"
+    shutil.copytree(tiny_csa["bundle"], target)
+    manifest = json.loads((target / "bundle.json").read_text(encoding="utf-8"))
+    manifest["csa"] = {"read_layer": 4, "candidates": {"max_candidates": 7, "word_candidates": 0}}
+    (target / "bundle.json").write_text(json.dumps(manifest), encoding="utf-8")
+    monkeypatch.setenv("KEYATTEN_LITE_HOME", str(home))
+    assert default_csa_bundle_for("zh") == "csa-e5-small-zh" and default_csa_bundle_for("en") is None
+    trained = CandidateSegmentAttentionExtractor(language="zh")
+    assert trained.bundle.path == target
+    assert (trained.max_candidates, trained.word_candidates, trained.seeds()) == (7, 0, [42, 43, 44])
+    # what the caller passes wins; the compatible profile keeps 0.3.1's defaults on the same bundle
+    mine = CandidateSegmentAttentionExtractor(language="zh", max_candidates=5, random_seeds=[1])
+    assert (mine.max_candidates, mine.seeds()) == (5, [1])
+    compat = CandidateSegmentAttentionExtractor(str(target), language="zh", profile="compat")
+    assert (compat.max_candidates, compat.word_candidates, compat.seeds()) == (30, 0, [42])
+    # without a trained bundle the reranker runs zero-shot on the language's default bundle
+    monkeypatch.setenv("KEYATTEN_LITE_HOME", str(tmp_path / "empty"))
+    assert default_csa_bundle_for("zh") is None
+
+
+def test_built_reranker_was_retrained_to_the_shipped_adapter():
+    """CI's check: `models build` retrains the CSA adapter when the data is present and records how far
+    it lies from models/adapters/<name>; the bundle must be within the stated tolerance."""
+    import json
+
+    from conftest import default_bundle_path
+
+    from keyatten_lite_export.csa import ADAPTER_TOLERANCE, adapter_max_abs_diff, shipped_adapter_dir
+
+    path = default_bundle_path("csa-e5-small-zh")
+    manifest = json.loads((path / "bundle.json").read_text(encoding="utf-8"))
+    csa = manifest["csa"]
+    assert manifest["exported_layers"] == [csa["read_layer"]]  # the graph is cut at the read layer
+    origin = csa["adapter"]
+    assert adapter_max_abs_diff(shipped_adapter_dir("csa-e5-small-zh"), shipped_adapter_dir("csa-e5-small-zh")) == 0.0
+    if origin["source"] != "trained here":
+        pytest.skip("built from the shipped adapter (no training data here)")
+    check = origin["shipped_adapter"]
+    assert check["tolerance"] == ADAPTER_TOLERANCE
+    assert check["within_tolerance"] and check["max_abs_diff"] <= ADAPTER_TOLERANCE, check
+    # the trained-on candidates are what the runtime defaults to with this bundle
+    assert csa["candidates"] == {"max_candidates": 20, "word_candidates": 15}
+
+
+def test_reranker_recipe_helpers(tmp_path):
+    pytest.importorskip("safetensors")
+    import json
+
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from keyatten_lite_export import ExportError
+    from keyatten_lite_export import csa
+    from keyatten_lite_export.sources import load_recipe
+
+    assert csa.positive_labels(["自然 语言", "Graph Data", "x"], ["自然语言", "graph data"]) == [True, True, False]
+    # training documents: slices of the data folder's files; a missing file means "use the shipped adapter"
+    (tmp_path / "zh").mkdir()
+    rows = [{"id": str(i), "text": f"t{i}", "keywords": []} for i in range(10)]
+    (tmp_path / "zh" / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    recipe = {"training": {"documents": [{"dataset": "zh/d.jsonl", "start": 2, "end": 5}, {"dataset": "zh/d.jsonl", "start": 8}]}}
+    assert [d["id"] for d in csa.training_documents(recipe, tmp_path)] == ["2", "3", "4", "8", "9"]
+    assert csa.training_documents({"training": {"documents": [{"dataset": "zh/none.jsonl"}]}}, tmp_path) is None
+    # adapters compared tensor by tensor; different tensors: infinitely far
+    for name, scale in (("a", 1.0), ("b", 1.0005)):
+        (tmp_path / name).mkdir()
+        save_file({"w": np.full((2, 3), scale, dtype=np.float32)}, str(tmp_path / name / "adapter_model.safetensors"))
+    (tmp_path / "c").mkdir()
+    save_file({"v": np.ones((2, 3), dtype=np.float32)}, str(tmp_path / "c" / "adapter_model.safetensors"))
+    assert csa.adapter_max_abs_diff(tmp_path / "a", tmp_path / "b") == pytest.approx(5e-4, rel=1e-3)
+    assert csa.adapter_max_abs_diff(tmp_path / "a", tmp_path / "c") == float("inf")
+    # recipes: the backbone's source joins; a recipe missing settings or of another kind is refused
+    full = csa.csa_recipe_source(load_recipe("csa-e5-small-zh"))
+    assert full["source"] == load_recipe("e5-small-zh")["source"] and full["kind"] == "csa"
+    broken = dict(load_recipe("csa-e5-small-zh"), training={"epochs": 1})
+    with pytest.raises(ExportError, match="lacks"):
+        csa.csa_recipe_source(broken)
+    with pytest.raises(ExportError, match="not a CSA recipe"):
+        csa.csa_recipe_source(load_recipe("e5-small-zh"))

@@ -202,6 +202,15 @@ def test_recipes_have_the_contract_keys():
     for recipe in recipes.values():
         assert recipe == sources.load_recipe(recipe["name"])
         assert recipe["language"] in ("en", "zh") and recipe["architecture"] == "encoder"
+        if recipe.get("kind") == "csa":
+            # A reranker: its backbone recipe's source, its shipped adapter, its exact training settings.
+            from keyatten_lite_export.csa import TRAINING_KEYS, csa_recipe_source, shipped_adapter_dir
+
+            full = csa_recipe_source(recipe)
+            assert full["source"] == recipes[recipe["backbone"]]["source"]
+            assert set(TRAINING_KEYS) <= set(recipe["training"])
+            assert (shipped_adapter_dir(recipe["name"]) / "adapter_model.safetensors").is_file()
+            continue
         # BIO taggers ship no int8 graph (docs/bio.md: int8 changes most Viterbi paths).
         assert recipe["layers"] == "all" and recipe["max_length"] == 512
         assert recipe["int8"] is (recipe.get("kind") != "bio")

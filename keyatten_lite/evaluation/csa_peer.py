@@ -1,9 +1,11 @@
 """CandidateSegmentAttentionExtractor as an eval system (``lite-csa``, built in baselines.py).
 
-``lite-csa[:<bundle>[:<order>[:<seeds>[:<words>[:<bio>]]]]]``: ``bundle`` defaults to the default bundle
-of the evaluated language (zero-shot until a trained reranker bundle exists), ``order`` is ``random``
-(default) or ``bio``, ``seeds`` the number of shuffles (seeds 42, 43, ...; default 1), ``words`` the
-default extractor's keywords added as candidates (default 0), ``bio`` the BIO candidates (default 30).
+``lite-csa[:<bundle>[:<order>[:<seeds>[:<words>[:<bio>]]]]]``: ``bundle`` defaults to what
+``CandidateSegmentAttentionExtractor`` picks for the evaluated language (the trained reranker bundle when it
+is built, else the default bundle zero-shot), ``order`` is ``random`` or ``bio``, ``seeds`` the number of
+shuffles (seeds 42, 43, ...), ``words`` the default extractor's keywords added as candidates, ``bio`` the BIO
+candidates. A part left empty keeps the extractor's default (with a trained bundle: the candidates it was
+trained on and 3 seeds; zero-shot: 30 BIO candidates, no words, 1 seed).
 """
 
 from __future__ import annotations
@@ -15,30 +17,30 @@ from keyatten_lite.errors import InvalidArgumentError
 SPEC = "lite-csa[:<bundle>[:<order>[:<seeds>[:<words>[:<bio>]]]]]"
 
 
-def parse_csa_spec(spec: str, rest: str) -> tuple[str | None, str, int, int, int]:
-    """(bundle or None, order, seeds, word candidates, BIO candidates) of a ``lite-csa`` spec;
-    InvalidArgumentError if malformed."""
+def parse_csa_spec(spec: str, rest: str) -> tuple[str | None, str | None, int | None, int | None, int | None]:
+    """(bundle, order, seeds, word candidates, BIO candidates) of a ``lite-csa`` spec, None where the
+    spec leaves the extractor's default; InvalidArgumentError if malformed."""
     parts = rest.split(":") if rest else []
-    bundle = parts[0] if parts and parts[0] else None
-    order = parts[1] if len(parts) > 1 and parts[1] else "random"
+    part = lambda i: parts[i] if len(parts) > i and parts[i] else None  # noqa: E731
+    bundle, order = part(0), part(1)
     try:
-        n_seeds = int(parts[2]) if len(parts) > 2 else 1
-        words = int(parts[3]) if len(parts) > 3 and parts[3] else 0
-        bio = int(parts[4]) if len(parts) > 4 else 30
+        n_seeds, words, bio = (int(part(i)) if part(i) is not None else None for i in (2, 3, 4))
     except ValueError:
         raise InvalidArgumentError(f"{spec}: seeds, words and bio must be ints") from None
-    if (order not in ("random", "bio") or not 1 <= n_seeds <= 64 or not 0 <= words <= 100 or not 2 <= bio <= 100
-            or len(parts) > 5):
+    within = lambda value, low, high: value is None or low <= value <= high  # noqa: E731
+    if (order not in (None, "random", "bio") or not within(n_seeds, 1, 64) or not within(words, 0, 100)
+            or not within(bio, 2, 100) or len(parts) > 5):
         raise InvalidArgumentError(f"{spec}: expected {SPEC} with order random|bio, 1-64 seeds, 0-100 words, 2-100 bio")
     return bundle, order, n_seeds, words, bio
 
 
-def csa_predict(texts: Sequence[str], language: str, bundle: str | None, order: str, n_seeds: int,
-                words: int, bio: int, top_n: int, threads: int | None) -> list[list[str]]:
+def csa_predict(texts: Sequence[str], language: str, bundle: str | None, order: str | None, n_seeds: int | None,
+                words: int | None, bio: int | None, top_n: int, threads: int | None) -> list[list[str]]:
     from keyatten_lite.extractors.segment_attention import CandidateSegmentAttentionExtractor
 
     extractor = CandidateSegmentAttentionExtractor(
-        bundle, language=language, candidate_order=order, random_seeds=[42 + i for i in range(n_seeds)],
+        bundle, language=language, candidate_order=order,
+        random_seeds=[42 + i for i in range(n_seeds)] if n_seeds is not None else None,
         intra_op_threads=threads, word_candidates=words, max_candidates=bio,
     )
     return extractor.extract_keywords_batch(list(texts), top_k=top_n)

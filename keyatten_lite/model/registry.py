@@ -16,6 +16,8 @@ __all__ = [
     "HOME_ENV",
     "DEFAULT_BUNDLES",
     "DEFAULT_BIO_BUNDLES",
+    "DEFAULT_CSA_BUNDLES",
+    "default_csa_bundle_for",
     "OPTIONAL_BUNDLES",
     "home_dir",
     "bundles_dir",
@@ -57,6 +59,22 @@ DEFAULT_BIO_BUNDLES: dict[str, dict] = {
     "bio-minilm-en": {"language": "en", "backbone": "minilm-l6-en", "description": "BIO tagger on all-MiniLM-L6-v2"},
     "bio-e5-small-zh": {"language": "zh", "backbone": "e5-small-zh", "description": "BIO tagger on multilingual-e5-small"},
 }
+
+
+# CSA rerankers (a LoRA-tuned encoder merged and cut at its read layer; export/csa.py) that
+# `keyatten-lite models build` builds from the shipped adapter (retrained when the data is present).
+DEFAULT_CSA_BUNDLES: dict[str, dict] = {
+    "csa-e5-small-zh": {"language": "zh", "backbone": "e5-small-zh", "description": "CSA reranker on multilingual-e5-small"},
+}
+
+
+def default_csa_bundle_for(language: str, home: str | os.PathLike | None = None) -> str | None:
+    """The trained CSA bundle of ``language`` when it is built, else None (the reranker runs zero-shot)."""
+    primary = str(language).strip().lower().replace("_", "-").split("-")[0]
+    for name, info in DEFAULT_CSA_BUNDLES.items():
+        if info["language"] == primary and (bundles_dir(home) / name / "bundle.json").is_file():
+            return name
+    return None
 
 
 def home_dir() -> Path:

@@ -1,0 +1,321 @@
+"""The candidate-segment attention (CSA) reranker: train its LoRA adapter, and build its bundle.
+
+keyatten 0.3.1 ranks BIO candidates by the attention they receive in a candidate-list prompt, with a
+LoRA-tuned model (§8); it ships no training code. Here (build time: torch, transformers, peft):
+
+1. Candidates per training document are the runtime's own (``CandidateSegmentAttentionExtractor
+   .candidates``: up to ``max_candidates`` BIO ``high_recall`` spans plus the default profile's top
+   ``word_candidates`` keywords, so the tagger does not cap recall); a candidate is positive when it
+   equals a gold keyword (lower case, whitespace removed).
+2. LoRA (rank ``rank``) on the query/key projections of layers ``first_lora_layer`` .. read layer of the
+   base encoder, cut after the read layer ("auto": floor(0.75 L), §9.2). Each step is one document's
+   prompt, its candidates in a seeded random order, the document shortened as the runtime does.
+3. Loss (listwise): cross-entropy between softmax(score / temperature) over the candidates and the
+   uniform distribution over the positives; score = the candidate's mean received attention at the
+   read layer (head mean, summed over the query rows), exactly what the runtime ranks by.
+4. The adapter is merged in fp32 (:mod:`.lora`) and exported as an attention bundle of the read layer.
+
+Recipes (``models/csa-*.json``, kind ``csa``) name the backbone recipe, the training documents (files
+of the data folder and index ranges; nothing depends on a dataset's name) and the settings. The adapter
+trained from them is shipped in ``models/adapters/<name>/`` (peft's two files), so a fresh clone without
+the data still builds the bundle; with the data, ``models build`` retrains and compares the weights with
+the shipped ones (:data:`ADAPTER_TOLERANCE`), as the BIO build does with its heads.
+
+    python -m keyatten_lite_export train-csa csa-e5-small-zh -o DIR   # adapter + train_log.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from . import ExportError
+
+__all__ = [
+    "ADAPTER_TOLERANCE",
+    "adapter_max_abs_diff",
+    "build_csa_bundle",
+    "csa_recipe_source",
+    "positive_labels",
+    "shipped_adapter_dir",
+    "train_csa_adapter",
+    "training_documents",
+]
+
+# Retraining on the same data, seed and thread count with the same torch wheel gives the same bits on
+# one machine; another CPU's kernels may round differently over ~1,500 Adam steps.
+ADAPTER_TOLERANCE = 1e-3
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+TRAINING_KEYS = (
+    "documents", "epochs", "lr", "rank", "temperature", "first_lora_layer", "seed", "torch_threads",
+    "max_candidates", "word_candidates",
+)
+
+
+def _norm(text: str) -> str:
+    return "".join(str(text).lower().split())
+
+
+def shipped_adapter_dir(name: str) -> Path:
+    """``<recipes>/adapters/<name>`` (the repo's models/adapters, or the installed recipes package's)."""
+    from .bio import heads_dir
+
+    return heads_dir().parent / "adapters" / name
+
+
+def csa_recipe_source(recipe: Mapping[str, Any]) -> dict:
+    """The CSA recipe with its backbone recipe's source fields (what ``sources.prepare`` reads)."""
+    from . import sources
+
+    if recipe.get("kind") != "csa":
+        raise ExportError(f"recipe {recipe.get('name')!r} is not a CSA recipe (kind {recipe.get('kind')!r})")
+    training = recipe.get("training") or {}
+    missing = [key for key in TRAINING_KEYS if key not in training]
+    if missing or not recipe.get("backbone"):
+        raise ExportError(f"CSA recipe {recipe.get('name')!r} lacks {', '.join(missing) or 'backbone'}")
+    backbone = sources.load_recipe(recipe["backbone"])
+    merged = {key: value for key, value in backbone.items() if key in ("source", "vocabulary", "architecture", "max_length")}
+    merged.update(recipe)
+    return merged
+
+
+def training_documents(recipe: Mapping[str, Any], data: str | os.PathLike | None = None) -> list[dict] | None:
+    """The recipe's training documents (``{"dataset": file, "start": i, "end": j}`` slices of the data
+    folder's JSONL files), or None when a file is missing (then the shipped adapter is used)."""
+    from .bio_data import data_dir
+
+    try:
+        root = data_dir(data)
+    except ExportError:
+        return None
+    docs: list[dict] = []
+    for part in recipe["training"]["documents"]:
+        path = root / part["dataset"]
+        if not path.is_file():
+            return None
+        with open(path, encoding="utf-8") as handle:
+            rows = [json.loads(line) for line in handle if line.strip()]
+        docs.extend(rows[int(part.get("start", 0)) : part.get("end")])
+    return docs
+
+
+def positive_labels(candidates: Sequence[str], gold: Sequence[str]) -> list[bool]:
+    """Per candidate: does it equal a gold keyword (case and whitespace ignored)?"""
+    wanted = {_norm(k) for k in gold}
+    return [_norm(c) in wanted for c in candidates]
+
+
+def adapter_max_abs_diff(a: str | os.PathLike, b: str | os.PathLike) -> float:
+    """Max |a - b| over every tensor of two peft adapters (inf when their tensors differ in name or shape)."""
+    from safetensors.numpy import load_file
+
+    left = load_file(str(Path(a) / "adapter_model.safetensors"))
+    right = load_file(str(Path(b) / "adapter_model.safetensors"))
+    if left.keys() != right.keys() or any(left[k].shape != right[k].shape for k in left):
+        return float("inf")
+    return max((float(np.abs(left[k].astype(np.float64) - right[k].astype(np.float64)).max()) for k in left), default=0.0)
+
+
+def train_csa_adapter(
+    recipe: Mapping[str, Any],
+    model_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    docs: Sequence[Mapping[str, Any]],
+    home: str | os.PathLike | None = None,
+    say: Callable[[str], None] = lambda message: None,
+) -> dict:
+    """Train the recipe's adapter on ``docs`` from the base model in ``model_dir``; the peft adapter goes
+    to ``out_dir`` (adapter_config.json, adapter_model.safetensors) with ``train_log.json``."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from tokenizers import Tokenizer
+    from transformers import AutoModel
+
+    from keyatten_lite.extractors.segment_attention import (
+        DEFAULT_INSTRUCTIONS,
+        CandidateSegmentAttentionExtractor,
+        build_segment_text,
+        candidate_token_spans,
+        resolve_auto_layer,
+    )
+
+    settings = recipe["training"]
+    language = recipe["language"]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(int(settings["seed"]))
+    torch.set_num_threads(int(settings["torch_threads"]))
+    previous_home = os.environ.get("KEYATTEN_LITE_HOME")
+    if home is not None:
+        os.environ["KEYATTEN_LITE_HOME"] = str(home)
+    try:
+        # The runtime's candidates and document fitting: the default bundle and BIO tagger of the language.
+        runtime = CandidateSegmentAttentionExtractor(
+            recipe["backbone"], language=language, max_candidates=int(settings["max_candidates"]),
+            word_candidates=int(settings["word_candidates"]), intra_op_threads=int(settings["torch_threads"]),
+        )
+        started = time.perf_counter()
+        candidates = [runtime.candidates(str(d["text"])) for d in docs]
+    finally:
+        if home is not None:
+            if previous_home is None:
+                os.environ.pop("KEYATTEN_LITE_HOME", None)
+            else:
+                os.environ["KEYATTEN_LITE_HOME"] = previous_home
+    labels = [positive_labels(c, d.get("keywords") or []) for c, d in zip(candidates, docs)]
+    usable = [i for i, lab in enumerate(labels) if any(lab) and len(lab) >= 2]
+    gold_sets = [{_norm(k) for k in d.get("keywords") or []} for d in docs]
+    log: dict[str, Any] = {
+        "documents": len(docs),
+        "candidate_seconds": round(time.perf_counter() - started, 1),
+        "docs_with_a_positive": len(usable),
+        # The ceiling the reranker works under: the share of gold keywords among the candidates.
+        "candidate_recall_of_gold": float(np.mean([
+            len({_norm(c) for c in cands} & gold) / max(1, len(gold)) for cands, gold in zip(candidates, gold_sets)
+        ])) if docs else 0.0,
+    }
+    say(f"{recipe['name']}: {len(usable)} of {len(docs)} documents have a positive candidate; "
+        f"candidate recall of gold {log['candidate_recall_of_gold']:.3f}")
+    if not usable:
+        raise ExportError(f"{recipe['name']}: no training document has a gold keyword among its candidates")
+
+    model = AutoModel.from_pretrained(str(model_dir), attn_implementation="eager", dtype=torch.float32)
+    n_layers = model.config.num_hidden_layers
+    layer = resolve_auto_layer(n_layers, list(range(n_layers)))
+    first = int(settings["first_lora_layer"])
+    if not 0 <= first <= layer:
+        raise ExportError(f"{recipe['name']}: first_lora_layer {first} is not in 0..{layer} (the read layer)")
+    model.encoder.layer = model.encoder.layer[: layer + 1]  # nothing above the read layer matters
+    model.config.num_hidden_layers = layer + 1
+    rank = int(settings["rank"])
+    targets = [f"encoder.layer.{i}.attention.self.{m}" for i in range(first, layer + 1) for m in ("query", "key")]
+    peft_model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=targets))
+    optimizer = torch.optim.Adam([p for p in peft_model.parameters() if p.requires_grad], lr=float(settings["lr"]))
+
+    tokenizer = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=runtime.max_length)
+    instruction = DEFAULT_INSTRUCTIONS[language]
+    temperature = float(settings["temperature"])
+    rng = random.Random(int(settings["seed"]))
+    losses: list[float] = []
+    started = time.perf_counter()
+    peft_model.train()
+    for epoch in range(int(settings["epochs"])):
+        order = list(usable)
+        rng.shuffle(order)
+        for step, i in enumerate(order):
+            pairs = list(zip(candidates[i], labels[i]))
+            rng.shuffle(pairs)
+            cands = [c for c, _ in pairs]
+            document = runtime._fit_document(str(docs[i]["text"]), cands)
+            prompt = build_segment_text(instruction, document, cands, language=language)
+            encoding = tokenizer.encode(prompt.text)
+            spans = candidate_token_spans(encoding.offsets, prompt.spans)
+            keep = [(s, lab) for s, (_, lab) in zip(spans, pairs) if s is not None]
+            if len(keep) < 2 or not any(lab for _, lab in keep):
+                continue
+            ids = torch.tensor([encoding.ids])
+            outputs = peft_model(input_ids=ids, attention_mask=torch.ones_like(ids), output_attentions=True)
+            received = outputs.attentions[layer][0].mean(dim=0).sum(dim=0)  # [S]
+            scores = torch.stack([received[a:b].mean() for (a, b), _ in keep])
+            target = torch.tensor([float(lab) for _, lab in keep])
+            loss = -((target / target.sum()) * torch.log_softmax(scores / temperature, dim=0)).sum()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            if step % 200 == 0:
+                say(f"{recipe['name']}: epoch {epoch} step {step}/{len(order)} mean loss "
+                    f"{np.mean(losses[-200:]):.4f} ({time.perf_counter() - started:.0f} s)")
+    log.update({
+        "read_layer": layer,
+        "lora_layers": [first, layer],
+        "steps": len(losses),
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "loss_first_100": float(np.mean(losses[:100])),
+        "loss_last_100": float(np.mean(losses[-100:])),
+    })
+    peft_model.save_pretrained(str(out))
+    readme = out / "README.md"
+    if readme.exists():
+        readme.unlink()  # peft's model-card template: not ours to ship
+    config = json.loads((out / "adapter_config.json").read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = recipe["backbone"]  # not the build's temporary directory
+    (out / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    log["adapter_bytes"] = sum((out / name).stat().st_size for name in ADAPTER_FILES)
+    (out / "train_log.json").write_text(json.dumps(log, indent=2) + "\n", encoding="utf-8")
+    return log
+
+
+def build_csa_bundle(
+    recipe: Mapping[str, Any],
+    home: str | os.PathLike | None = None,
+    *,
+    force: bool = False,
+    data: str | os.PathLike | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Train (with the data) or take the shipped adapter, merge it, export ``<home>/bundles/<name>``."""
+    from . import manifest as manifest_mod
+    from .encoder import export_bundle
+    from .lora import merge_lora
+    from .recipe_build import build_recipe
+
+    say = log or (lambda message: None)
+    full = csa_recipe_source(recipe)
+    name = full["name"]
+    shipped = shipped_adapter_dir(name)
+    if (shipped / "adapter_model.safetensors").is_file():  # a new shipped adapter means a rebuild
+        full["shipped_adapter_sha256"] = manifest_mod.sha256_file(shipped / "adapter_model.safetensors")
+
+    def export(info: dict, target: Path, kwargs: dict) -> dict:
+        work = Path(tempfile.mkdtemp(prefix=f".csa-{name}-", dir=target.parent))
+        try:
+            docs = training_documents(full, data)
+            origin: dict[str, Any]
+            if docs is None:
+                if not all((shipped / f).is_file() for f in ADAPTER_FILES):
+                    raise ExportError(f"{name}: no training data and no shipped adapter in {shipped}")
+                adapter, origin = shipped, {"source": "shipped adapter", "dir": f"models/adapters/{name}"}
+                say(f"{name}: no training data; using the shipped adapter {shipped}")
+            else:
+                say(f"{name}: training the adapter on {len(docs)} documents")
+                adapter = work / "adapter"
+                origin = {"source": "trained here", "training": train_csa_adapter(
+                    full, info["model_dir"], adapter, docs=docs, home=home, say=say)}
+                if all((shipped / f).is_file() for f in ADAPTER_FILES):
+                    diff = adapter_max_abs_diff(adapter, shipped)
+                    origin["shipped_adapter"] = {
+                        "dir": f"models/adapters/{name}", "max_abs_diff": diff,
+                        "tolerance": ADAPTER_TOLERANCE, "within_tolerance": bool(diff <= ADAPTER_TOLERANCE),
+                        "file_sha256": manifest_mod.sha256_file(shipped / "adapter_model.safetensors"),
+                    }
+                    verdict = "within" if diff <= ADAPTER_TOLERANCE else "OUTSIDE"
+                    say(f"{name}: retrained adapter vs shipped adapter: max abs diff {diff:.3g} ({verdict} tolerance {ADAPTER_TOLERANCE:g})")
+            merged = merge_lora(info["model_dir"], adapter, work / "merged", overwrite=True)
+            from keyatten_lite.extractors.segment_attention import resolve_auto_layer
+
+            n_layers = int(json.loads((Path(merged) / "config.json").read_text(encoding="utf-8"))["num_hidden_layers"])
+            layer = resolve_auto_layer(n_layers, list(range(n_layers)))
+            settings = {key: full["training"][key] for key in ("max_candidates", "word_candidates")}
+            extra = dict(kwargs.pop("extra_manifest"))
+            extra["csa"] = {"read_layer": layer, "adapter": origin, "candidates": settings, "backbone": full["backbone"]}
+            manifest = export_bundle(merged, target, name=name, layers=[layer], extra_manifest=extra, **kwargs)
+            fp32 = manifest["parity"]["fp32"]["max_abs_diff"]
+            say(f"{name}: built, read layer {layer}, fp32 parity {fp32:.2e} ({target})")
+            return {"adapter": origin, "parity": manifest["parity"]}
+        finally:
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
+
+    return build_recipe(full, home, export, force=force, say=say, preparing="the backbone")
