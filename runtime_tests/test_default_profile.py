@@ -380,6 +380,25 @@ def test_case_changes_split_a_run_in_title_from_its_abstract():
     assert phrases.split_at_case_changes(words, np.zeros(6, dtype=np.int64)).tolist() == [0, 0, 0, 1, 1, 1]
 
 
+def test_title_case_sentences_are_headline_style_not_names():
+    def marks(text):
+        words, spans, _segments = phrases.english_words(text)
+        return words, phrases.title_case_words(text, words, spans), phrases.capitalised_share(text, words, spans)
+
+    # a capitalised stop word inside the sentence, or 80 % capitals over 4+ words: Title Case
+    words, title, share = marks("Deep Learning For Graph Neural Networks. We met Hailee Steinfeld in York.")
+    assert title.tolist() == [True] * 6 + [False] * 6
+    assert share == pytest.approx(3 / 12)  # Hailee, Steinfeld, York; the title's capitals do not count
+    assert marks("GRAPH NEURAL NETWORKS LEARN FAST")[1].all()
+    # prose with names stays prose
+    assert not marks("Barack Obama and Michelle Obama visited New York City")[1].any()
+    # pieces of a Title Case title are not pieces of names
+    text = "Deep Learning For Graph Neural Networks"
+    words, spans, segments = phrases.english_words(text)
+    cands = phrases.build_candidate_set(words, phrases.english_valid_mask(words), segments, "en")
+    assert not phrases.name_fragments(text, words, spans, cands).any()
+
+
 def test_pieces_of_names_are_marked_unless_they_also_stand_alone():
     text = "Hailee Steinfeld met Universal Pictures in New York. Steinfeld, aged 14, plays graph games."
     words, spans, segments = phrases.english_words(text)
@@ -392,6 +411,15 @@ def test_pieces_of_names_are_marked_unless_they_also_stand_alone():
     assert not marked["Steinfeld"]
     assert not phrases.name_fragments("", [], np.zeros((0, 2), dtype=np.int64), phrases.build_candidate_set(
         [], np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64), "en")).any()
+
+
+def test_shipped_english_default_reads_title_case_as_phrases():
+    _bundle_or_skip("minilm-l6-en")
+    ex = KeyAttenExtractor("minilm-l6-en", "en", intra_op_threads=1)
+    top = ex.extract_keywords(
+        "Deep Learning For Graph Neural Networks: A Survey Of Methods And Applications In Drug Discovery", top_k=3
+    )
+    assert {"Deep Learning", "Drug Discovery"} <= set(top) and not {"Deep", "Drug", "Graph"} & set(top)
 
 
 def test_shipped_english_default_keeps_names_whole_in_news():

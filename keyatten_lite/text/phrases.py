@@ -63,20 +63,46 @@ def split_at_case_changes(words: Sequence[str], segments: np.ndarray) -> np.ndar
 _SENTENCE_GAP = re.compile(r"[.!?:;\n]")
 
 
+def _sentence_starts(text: str, words: Sequence[str], spans: np.ndarray) -> np.ndarray:
+    """bool [n]: the word starts a sentence (the first word, or one after . ! ? : ; or a line break)."""
+    starts = np.zeros(len(words), dtype=bool)
+    previous_end = 0
+    for index, (start, end) in enumerate(spans):
+        starts[index] = index == 0 or _SENTENCE_GAP.search(text[previous_end : int(start)]) is not None
+        previous_end = int(end)
+    return starts
+
+
+def title_case_words(text: str, words: Sequence[str], spans: np.ndarray) -> np.ndarray:
+    """bool [n]: the word stands in a Title Case (or ALL CAPS) sentence: one that capitalises a stop
+    word inside it ("... Networks For Graph ..."), or of 4+ words capitalises 80 % of them. Capitals
+    there are the style of a headline, not names."""
+    n = len(words)
+    out = np.zeros(n, dtype=bool)
+    if not n:
+        return out
+    starts = _sentence_starts(text, words, spans)
+    bounds = list(np.flatnonzero(starts)) + [n]
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        sentence = words[lo:hi]
+        capital = [w[0].isupper() for w in sentence]
+        stop_capital = any(capital[i] and sentence[i].lower() in ENGLISH_STOP_WORDS for i in range(1, len(sentence)))
+        if stop_capital or (len(sentence) >= 4 and sum(capital) >= 0.8 * len(sentence)):
+            out[lo:hi] = True
+    return out
+
+
 def capitalised_share(text: str, words: Sequence[str], spans: np.ndarray) -> float:
     """Share of English words that are capitalised (``Phish``, ``York``; not all-caps acronyms) where
-    a sentence does not start: high in news (names, headlines), low in abstracts and papers."""
+    a sentence does not start and outside Title Case sentences: high in news (names), low in abstracts
+    and papers."""
     if not len(words):
         return 0.0
-    named = 0
-    previous_end = 0
-    for index, (word, (start, end)) in enumerate(zip(words, spans)):
-        gap = text[previous_end:start]
-        previous_end = int(end)
-        if index == 0 or _SENTENCE_GAP.search(gap):
-            continue
-        if word[0].isupper() and any(c.islower() for c in word[1:]):
-            named += 1
+    skip = _sentence_starts(text, words, spans) | title_case_words(text, words, spans)
+    named = sum(
+        1 for word, skipped in zip(words, skip)
+        if not skipped and word[0].isupper() and any(c.islower() for c in word[1:])
+    )
     return named / len(words)
 
 
@@ -85,7 +111,9 @@ def name_fragments(text: str, words: Sequence[str], spans: np.ndarray, cands: "C
     joined by whitespace only ("Steinfeld" and "Hailee" of "Hailee Steinfeld", "York" of "New York"):
     a piece of a name, not a keyword of its own."""
     n = len(words)
+    # Capitalised words, not counting Title Case sentences (there every word is capitalised).
     capital = np.fromiter((bool(w) and w[0].isupper() for w in words), dtype=bool, count=n)
+    capital &= ~title_case_words(text, words, spans)
     run = np.zeros(n, dtype=np.int64)  # run id per capitalised word; -1 elsewhere
     run_id = -1
     for i in range(n):
