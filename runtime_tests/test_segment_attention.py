@@ -258,6 +258,13 @@ def test_a_trained_reranker_bundle_is_the_default_with_its_candidate_settings(ti
     assert (mine.max_candidates, mine.seeds()) == (5, [1])
     compat = CandidateSegmentAttentionExtractor(str(target), language="zh", profile="compat")
     assert (compat.max_candidates, compat.word_candidates, compat.seeds()) == (30, 0, [42])
+    # a damaged record is refused with a clear error
+    manifest["csa"] = {"candidates": {"max_candidates": "20"}}
+    (target / "bundle.json").write_text(json.dumps(manifest), encoding="utf-8")
+    from keyatten_lite.errors import BundleError
+
+    with pytest.raises(BundleError, match="csa.candidates"):
+        CandidateSegmentAttentionExtractor(language="zh")
     # without a trained bundle the reranker runs zero-shot on the language's default bundle
     monkeypatch.setenv("KEYATTEN_LITE_HOME", str(tmp_path / "empty"))
     assert default_csa_bundle_for("zh") is None

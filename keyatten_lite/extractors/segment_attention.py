@@ -152,6 +152,23 @@ def resolve_layer_argument(layer: str | int, bundle) -> int:
     return layer
 
 
+def _trained_candidates(bundle) -> dict | None:
+    """The candidate settings a reranker bundle was trained with (``csa.candidates`` in bundle.json),
+    None for an untrained bundle; a damaged record is refused, not guessed."""
+    from keyatten_lite.errors import BundleError
+
+    record = bundle.manifest.get("csa")
+    if record is None:
+        return None
+    trained = record.get("candidates") if isinstance(record, dict) else None
+    if not isinstance(trained, dict) or not all(
+        isinstance(trained.get(key), int) and not isinstance(trained.get(key), bool) and trained[key] >= low
+        for key, low in (("max_candidates", 2), ("word_candidates", 0))
+    ):
+        raise BundleError(f"{bundle.path}: bundle.json 'csa.candidates' must hold int max_candidates >= 2 and word_candidates >= 0")
+    return trained
+
+
 def _seed(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise InvalidArgumentError(f"a seed must be an int, got {value!r}")
@@ -236,7 +253,7 @@ class CandidateSegmentAttentionExtractor:
         )
         # A trained reranker bundle records the candidates it was trained on; with it, the default
         # profile also averages 3 random orders (CSL dev: F1@10 .196 against .184 with one).
-        trained = (self.bundle.manifest.get("csa") or {}).get("candidates") if profile == "default" else None
+        trained = _trained_candidates(self.bundle) if profile == "default" else None
         if max_candidates is None:
             max_candidates = int(trained["max_candidates"]) if trained else 30
         if word_candidates is None:
