@@ -20,7 +20,7 @@ from keyatten_lite.extractors.qk_lora import (
     qk_token_scores,
     rank_spans,
     repeat_kv_heads,
-    span_mean_scores,
+    char_span_means,
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -73,7 +73,7 @@ def test_char_scores_take_the_best_covering_token_with_a_zero_floor():
     offsets = [(0, 2), (2, 4), (3, 5), (5, 6), (0, 0), (0, 3)]
     chars = char_scores_from_tokens(offsets, [9.0, 1.0, 2.0, -3.0, 7.0, 8.0], prefix_chars=2, text_chars=4)
     assert chars.tolist() == [1.0, 2.0, 2.0, 0.0]  # negative token -> 0, overlap -> the max
-    assert span_mean_scores(chars, [(0, 2), (3, 4), (2, 2)]).tolist() == [1.5, 0.0, 0.0]
+    assert char_span_means(chars, [(0, 2), (3, 4), (2, 2)]).tolist() == [1.5, 0.0, 0.0]
     ranked = rank_spans(["b", "a", "c"], [1.0, 1.0, 2.0], [5, 0, 9], top_k=2)
     assert ranked == [("c", 2.0), ("a", 1.0)]  # equal scores: the earlier span first
 
@@ -172,7 +172,7 @@ def test_compat_matches_keyatten_031(tiny_qk, language):
         # candidate scores: ours against the span means of 0.3.1's own character scores
         spans = dict(zip(*ours._candidates(doc)[::2]))
         for text, score in ranked:
-            assert abs(score - span_mean_scores(their_chars, [spans[text]])[0]) <= TOLERANCE
+            assert abs(score - char_span_means(their_chars, [spans[text]])[0]) <= TOLERANCE
     assert worst <= TOLERANCE
     print(f"QK compat vs keyatten 0.3.1 ({language}): same keywords on {len(DOCS[language])} docs, "
           f"max char-score diff {worst:.2e}")

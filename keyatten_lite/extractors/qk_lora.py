@@ -6,7 +6,7 @@ covering them (floor 0); a word-mode candidate (§4.5) scores the mean over its 
 
 Pipeline, as pure functions: tokenise ``prefix + text`` with offsets → one forward pass of a QK bundle
 (``keyatten-lite-export qk``) → :func:`qk_token_scores` (with :func:`last_valid_index` and
-:func:`repeat_kv_heads`) → :func:`char_scores_from_tokens` → :func:`span_mean_scores` →
+:func:`repeat_kv_heads`) → :func:`char_scores_from_tokens` → :func:`char_span_means` →
 :func:`rank_spans`. I/O (the bundle, the segmenter) stays in :class:`QKLoRAExtractor`. A LoRA adapter
 is merged at export (``keyatten-lite-export qk BASE --adapter A``), so the runtime has no adapter logic.
 
@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 
 from keyatten_lite.errors import InvalidArgumentError
-from keyatten_lite.extractors.segment_attention import resolve_layer_argument
+from keyatten_lite.extractors.segment_attention import check_rerank_top_k, resolve_layer_argument
 
 __all__ = [
     "QKLoRAExtractor",
@@ -38,7 +38,7 @@ __all__ = [
     "qk_token_scores",
     "rank_spans",
     "repeat_kv_heads",
-    "span_mean_scores",
+    "char_span_means",
 ]
 
 PROFILE_OUTPUTS = {"compat": ("q_proj", "k_proj"), "default": ("q_attn", "k_attn")}
@@ -92,7 +92,7 @@ def char_scores_from_tokens(offsets: Sequence[tuple[int, int]], token_scores: Se
     return out
 
 
-def span_mean_scores(char_scores: np.ndarray, spans: Sequence[tuple[int, int]]) -> np.ndarray:
+def char_span_means(char_scores: np.ndarray, spans: Sequence[tuple[int, int]]) -> np.ndarray:
     """Mean character score over each ``[start, end)`` span (0 for an empty span)."""
     return np.array(
         [float(char_scores[s:e].mean()) if e > s else 0.0 for s, e in spans], dtype=np.float64
@@ -103,12 +103,6 @@ def rank_spans(texts: Sequence[str], scores: Sequence[float], starts: Sequence[i
     """Sorted by ``(-score, span start)``, stable (equal pairs keep candidate order); first ``top_k``."""
     order = sorted(range(len(texts)), key=lambda i: (-scores[i], starts[i]))
     return [(texts[i], float(scores[i])) for i in order[:top_k]]
-
-
-def _check_top_k(top_k) -> int:
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-        raise InvalidArgumentError(f"top_k must be an int >= 0, got {top_k!r}")
-    return top_k
 
 
 class QKLoRAExtractor:
@@ -219,7 +213,7 @@ class QKLoRAExtractor:
         """One ranked list per text; the texts with candidates run in padded, length-sorted batches."""
         if isinstance(texts, str) or not isinstance(texts, Sequence):
             raise InvalidArgumentError("texts must be a sequence of strings")
-        _check_top_k(top_k)
+        check_rerank_top_k(top_k)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidArgumentError(f"batch_size must be an int >= 1, got {batch_size!r}")
         for text in texts:
@@ -230,6 +224,6 @@ class QKLoRAExtractor:
         chars = dict(zip(todo, self._char_scores([texts[i] for i in todo], batch_size))) if todo else {}
         out = []
         for i, (cands, starts, spans) in enumerate(found):
-            ranked = rank_spans(cands, span_mean_scores(chars[i], spans).tolist(), starts, top_k) if cands else []
+            ranked = rank_spans(cands, char_span_means(chars[i], spans).tolist(), starts, top_k) if cands else []
             out.append(ranked if with_scores else [c for c, _ in ranked])
         return out

@@ -40,6 +40,7 @@ __all__ = [
     "SegmentPrompt",
     "build_segment_text",
     "candidate_token_spans",
+    "check_rerank_top_k",
     "combine_passes",
     "received_scores",
     "resolve_auto_layer",
@@ -150,6 +151,13 @@ def resolve_layer_argument(layer: str | int, bundle) -> int:
         except ValueError:
             raise InvalidArgumentError(f"layer must be 'auto' or a layer index, got {layer!r}") from None
     return layer
+
+
+def check_rerank_top_k(top_k: Any) -> int:
+    """The rerankers' ``top_k``: an int >= 0 (0 gives empty lists, as 0.3.1's slice)."""
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+        raise InvalidArgumentError(f"top_k must be an int >= 0, got {top_k!r}")
+    return top_k
 
 
 def _trained_candidates(bundle) -> dict | None:
@@ -395,8 +403,7 @@ class CandidateSegmentAttentionExtractor:
         """Every (document, seed) prompt in padded, length-sorted batches; one ranked list per text."""
         if isinstance(texts, str) or not isinstance(texts, Sequence):
             raise InvalidArgumentError("texts must be a sequence of strings")
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-            raise InvalidArgumentError(f"top_k must be an int >= 0, got {top_k!r}")
+        check_rerank_top_k(top_k)
         for text in texts:
             if not isinstance(text, str):
                 raise InvalidArgumentError(f"every text must be a str, got {type(text).__name__}")

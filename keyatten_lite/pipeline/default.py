@@ -37,6 +37,7 @@ from keyatten_lite.text.phrases import (
     english_words,
     name_fragments,
     split_at_case_changes,
+    title_case_words,
 )
 
 
@@ -47,6 +48,10 @@ class RawTextDocument:
     spans: np.ndarray
     valid: np.ndarray
     candidates: CandidateSet
+    # English names features, found once here (every scored method reads them): the capitalised
+    # share and, per candidate, whether it only occurs as a piece of a name (None when unused).
+    names: float = 0.0
+    name_fragments: np.ndarray | None = None
 
 
 @dataclass
@@ -108,7 +113,14 @@ def prepare_text(res, text: str) -> RawTextDocument:
     cands = build_candidate_set(
         words, valid, segments, res.settings.language, max_ngram=cfg.max_ngram, tags=tags, end_filter=cfg.end_filter
     )
-    return RawTextDocument(text, words, spans, valid, cands)
+    doc = RawTextDocument(text, words, spans, valid, cands)
+    if res.settings.language == "en" and (uses_names(cfg) or cfg.name_fragment_penalty):
+        title = title_case_words(text, words, spans)
+        if uses_names(cfg):
+            doc.names = capitalised_share(text, words, spans, title=title)
+        if cfg.name_fragment_penalty:
+            doc.name_fragments = name_fragments(text, words, spans, cands, title=title)
+    return doc
 
 
 def prepare(res, texts: Sequence[str]) -> list[RawTextDocument]:
@@ -158,12 +170,9 @@ def score(res, doc: RawTextDocument, read: RawTextRead, method: str, idf: Idf | 
     if idf is not None:
         lookup, unseen = idf_parts(res, idf)
         word_idf = idf_values(doc.words, doc.valid, lookup, unseen)
-    names = 0.0
-    if uses_names(cfg) and res.settings.language == "en":
-        names = capitalised_share(doc.text, doc.words, doc.spans)
-    scores = score_candidates(doc.candidates, words, word_idf, cfg, names)
-    if cfg.name_fragment_penalty and res.settings.language == "en":
-        scores = scores - cfg.name_fragment_penalty * name_fragments(doc.text, doc.words, doc.spans, doc.candidates)
+    scores = score_candidates(doc.candidates, words, word_idf, cfg, doc.names)
+    if doc.name_fragments is not None:
+        scores = scores - cfg.name_fragment_penalty * doc.name_fragments
     return scores
 
 

@@ -92,13 +92,15 @@ def title_case_words(text: str, words: Sequence[str], spans: np.ndarray) -> np.n
     return out
 
 
-def capitalised_share(text: str, words: Sequence[str], spans: np.ndarray) -> float:
+def capitalised_share(text: str, words: Sequence[str], spans: np.ndarray, *, title: np.ndarray | None = None) -> float:
     """Share of English words that are capitalised (``Phish``, ``York``; not all-caps acronyms) where
     a sentence does not start and outside Title Case sentences: high in news (names), low in abstracts
-    and papers."""
+    and papers. ``title``: :func:`title_case_words`, when already found."""
     if not len(words):
         return 0.0
-    skip = _sentence_starts(text, words, spans) | title_case_words(text, words, spans)
+    if title is None:
+        title = title_case_words(text, words, spans)
+    skip = _sentence_starts(text, words, spans) | title
     named = sum(
         1 for word, skipped in zip(words, skip)
         if not skipped and word[0].isupper() and any(c.islower() for c in word[1:])
@@ -106,14 +108,16 @@ def capitalised_share(text: str, words: Sequence[str], spans: np.ndarray) -> flo
     return named / len(words)
 
 
-def name_fragments(text: str, words: Sequence[str], spans: np.ndarray, cands: "CandidateSet") -> np.ndarray:
+def name_fragments(
+    text: str, words: Sequence[str], spans: np.ndarray, cands: "CandidateSet", *, title: np.ndarray | None = None
+) -> np.ndarray:
     """bool [C]: every occurrence of the candidate lies strictly inside a run of capitalised words
     joined by whitespace only ("Steinfeld" and "Hailee" of "Hailee Steinfeld", "York" of "New York"):
-    a piece of a name, not a keyword of its own."""
+    a piece of a name, not a keyword of its own. ``title``: :func:`title_case_words`, when already found."""
     n = len(words)
     # Capitalised words, not counting Title Case sentences (there every word is capitalised).
     capital = np.fromiter((bool(w) and w[0].isupper() for w in words), dtype=bool, count=n)
-    capital &= ~title_case_words(text, words, spans)
+    capital &= ~(title_case_words(text, words, spans) if title is None else title)
     run = np.zeros(n, dtype=np.int64)  # run id per capitalised word; -1 elsewhere
     run_id = -1
     for i in range(n):
