@@ -88,7 +88,8 @@ def csa_recipe_source(recipe: Mapping[str, Any]) -> dict:
 
 def training_documents(recipe: Mapping[str, Any], data: str | os.PathLike | None = None) -> list[dict] | None:
     """The recipe's training documents (``{"dataset": file, "start": i, "end": j}`` slices of the data
-    folder's JSONL files), or None when a file is missing (then the shipped adapter is used)."""
+    folder's JSONL files, in file order or, with ``"order": "numeric-id"``, by the number in the id),
+    or None when a file is missing (then the shipped adapter is used)."""
     from .bio_data import data_dir
 
     try:
@@ -102,6 +103,12 @@ def training_documents(recipe: Mapping[str, Any], data: str | os.PathLike | None
             return None
         with open(path, encoding="utf-8") as handle:
             rows = [json.loads(line) for line in handle if line.strip()]
+        if part.get("order", "file") == "numeric-id":  # as the BIO recipes and the named splits order Inspec
+            from .bio_data import _numeric_id
+
+            rows.sort(key=_numeric_id)
+        elif part.get("order", "file") != "file":
+            raise ExportError(f"{recipe.get('name')!r}: training order must be 'file' or 'numeric-id', got {part.get('order')!r}")
         docs.extend(rows[int(part.get("start", 0)) : part.get("end")])
     return docs
 

@@ -14,10 +14,12 @@ import pytest
 
 from keyatten_lite.errors import InvalidArgumentError
 from keyatten_lite.extractors.segment_attention import (
+    CandidatePool,
     CandidateSegmentAttentionExtractor,
     build_segment_text,
     candidate_token_spans,
     combine_passes,
+    fuse_rankings,
     received_scores,
     resolve_auto_layer,
     shuffled_orders,
@@ -118,10 +120,15 @@ def _keyatten_csa(tiny_csa, **kwargs):
     return extractor
 
 
+def _fix_candidates(extractor, candidates=CANDIDATES, default_ranking=()):
+    """The extractor's candidate pool replaced by fixed candidates (BIO order = their order)."""
+    extractor.candidate_pool = lambda text: CandidatePool(tuple(candidates), tuple(candidates), tuple(default_ranking))
+    return extractor
+
+
 def _ours(tiny_csa, **kwargs):
     extractor = CandidateSegmentAttentionExtractor(str(tiny_csa["bundle"]), language="zh", profile="compat", **kwargs)
-    extractor.candidates = lambda text: list(CANDIDATES)
-    return extractor
+    return _fix_candidates(extractor)
 
 
 def _assert_same_ranking(theirs, ours, tolerance=1e-4):
@@ -190,8 +197,8 @@ def test_default_profile_shortens_the_document_not_the_candidates(tiny_csa):
     long_doc = DOC * 12
     compat = _ours(tiny_csa, candidate_order="bio", max_length=400)
     assert compat.extract_keywords(long_doc) == []  # 0.3.1 cuts the candidate section off first (§8.3)
-    default = CandidateSegmentAttentionExtractor(str(tiny_csa["bundle"]), language="zh", candidate_order="bio", max_length=400)
-    default.candidates = lambda text: list(CANDIDATES)
+    default = _fix_candidates(CandidateSegmentAttentionExtractor(
+        str(tiny_csa["bundle"]), language="zh", candidate_order="bio", max_length=400, rank_fusion=False))
     ranked = default.extract_keywords(long_doc, with_scores=True)
     assert sorted(t for t, _ in ranked) == sorted(CANDIDATES)
     # a document that fits is left whole: the default and compat profiles agree on it
@@ -204,15 +211,43 @@ def test_eval_spec_for_csa():
     from keyatten_lite.evaluation.csa_peer import parse_csa_spec
 
     # Parts left out keep the extractor's defaults (None here).
-    assert parse_csa_spec("lite-csa", "") == (None, None, None, None, None)
-    assert parse_csa_spec("lite-csa::bio", ":bio") == (None, "bio", None, None, None)
-    assert parse_csa_spec("x", "my-bundle:random:3") == ("my-bundle", "random", 3, None, None)
-    assert parse_csa_spec("x", "b::2:15:20") == ("b", None, 2, 15, 20)
-    for bad in (":sideways", "::0", ":random:x", "a:random:1:extra", "a:random:1:2:1", "a:random:1:2:3:4"):
+    assert parse_csa_spec("lite-csa", "") == (None, None, None, None, None, None)
+    assert parse_csa_spec("lite-csa::bio", ":bio") == (None, "bio", None, None, None, None)
+    assert parse_csa_spec("x", "my-bundle:random:3") == ("my-bundle", "random", 3, None, None, None)
+    assert parse_csa_spec("x", "b::2:15:20") == ("b", None, 2, 15, 20, None)
+    assert parse_csa_spec("x", "b::::20:reranker")[5] is False and parse_csa_spec("x", ":::::fused")[5] is True
+    for bad in (":sideways", "::0", ":random:x", "a:random:1:extra", "a:random:1:2:1", "a:random:1:2:3:4",
+                "a:random:1:2:3:mixed", "a:random:1:2:3:fused:x"):
         with pytest.raises(InvalidArgumentError):
             parse_csa_spec("lite-csa:" + bad, bad)
     system = build_system("lite-csa::random:5", RunContext())
     assert isinstance(system, CsaSystem) and (system.order, system.n_seeds) == ("random", 5)
+
+
+def test_rank_fusion_adds_reciprocal_ranks_of_every_list():
+    reranked = [("a", 0.9), ("b", 0.5), ("c", 0.1)]
+    fused = fuse_rankings(reranked, [["c", "b"], ["C ", "x"]], top_k=3, k=10)
+    expected = {"a": 1 / 10, "b": 1 / 11 + 1 / 11, "c": 1 / 12 + 1 / 10 + 1 / 10}  # "C " folds to "c"
+    assert [t for t, _ in fused] == ["c", "b", "a"]
+    assert all(abs(score - expected[t]) < 1e-12 for t, score in fused)
+    assert fuse_rankings(reranked, [], top_k=2) == [("a", 1 / 10), ("b", 1 / 11)]  # alone: the reranker's order
+    assert fuse_rankings([], [["a"]], top_k=5) == []  # only reranked candidates are ranked
+
+
+def test_default_profile_fuses_the_reranker_with_the_candidate_rankings(tiny_csa):
+    plain = _fix_candidates(CandidateSegmentAttentionExtractor(str(tiny_csa["bundle"]), language="zh", rank_fusion=False))
+    reranked = plain.extract_keywords(DOC, top_k=len(CANDIDATES), with_scores=True)
+    default_order = [t for t, _ in reversed(reranked)]  # the default extractor disagrees with the reranker
+    fused = _fix_candidates(CandidateSegmentAttentionExtractor(str(tiny_csa["bundle"]), language="zh"), default_ranking=default_order)
+    assert fused.rank_fusion and not plain.rank_fusion
+    expected = fuse_rankings(reranked, [CANDIDATES, default_order], top_k=len(CANDIDATES))
+    assert fused.extract_keywords(DOC, top_k=len(CANDIDATES), with_scores=True) == expected
+    assert fused.extract_keywords(DOC, top_k=2) == [t for t, _ in expected[:2]]
+    assert [t for t, _ in expected] != [t for t, _ in reranked]  # the other lists changed the order
+    with pytest.raises(InvalidArgumentError, match="compat"):
+        CandidateSegmentAttentionExtractor(str(tiny_csa["bundle"]), language="zh", profile="compat", rank_fusion=True)
+    with pytest.raises(InvalidArgumentError, match="rank_fusion"):
+        CandidateSegmentAttentionExtractor(str(tiny_csa["bundle"]), language="zh", rank_fusion="yes")
 
 
 def test_word_candidates_join_the_bio_candidates():
@@ -270,7 +305,8 @@ def test_a_trained_reranker_bundle_is_the_default_with_its_candidate_settings(ti
     assert default_csa_bundle_for("zh") is None
 
 
-def test_built_reranker_was_retrained_to_the_shipped_adapter():
+@pytest.mark.parametrize("name", ["csa-e5-small-zh", "csa-minilm-en"])
+def test_built_reranker_was_retrained_to_the_shipped_adapter(name):
     """CI's check: `models build` retrains the CSA adapter when the data is present and records how far
     it lies from models/adapters/<name>; the bundle must be within the stated tolerance."""
     import json
@@ -278,20 +314,22 @@ def test_built_reranker_was_retrained_to_the_shipped_adapter():
     from conftest import default_bundle_path
 
     from keyatten_lite_export.csa import ADAPTER_TOLERANCE, adapter_max_abs_diff, shipped_adapter_dir
+    from keyatten_lite_export.sources import load_recipe
 
-    path = default_bundle_path("csa-e5-small-zh")
+    path = default_bundle_path(name)
     manifest = json.loads((path / "bundle.json").read_text(encoding="utf-8"))
     csa = manifest["csa"]
     assert manifest["exported_layers"] == [csa["read_layer"]]  # the graph is cut at the read layer
     origin = csa["adapter"]
-    assert adapter_max_abs_diff(shipped_adapter_dir("csa-e5-small-zh"), shipped_adapter_dir("csa-e5-small-zh")) == 0.0
+    assert adapter_max_abs_diff(shipped_adapter_dir(name), shipped_adapter_dir(name)) == 0.0
     if origin["source"] != "trained here":
         pytest.skip("built from the shipped adapter (no training data here)")
     check = origin["shipped_adapter"]
     assert check["tolerance"] == ADAPTER_TOLERANCE
     assert check["within_tolerance"] and check["max_abs_diff"] <= ADAPTER_TOLERANCE, check
     # the trained-on candidates are what the runtime defaults to with this bundle
-    assert csa["candidates"] == {"max_candidates": 20, "word_candidates": 15}
+    training = load_recipe(name)["training"]
+    assert csa["candidates"] == {key: training[key] for key in ("max_candidates", "word_candidates")}
 
 
 def test_reranker_recipe_helpers(tmp_path):
@@ -313,6 +351,13 @@ def test_reranker_recipe_helpers(tmp_path):
     recipe = {"training": {"documents": [{"dataset": "zh/d.jsonl", "start": 2, "end": 5}, {"dataset": "zh/d.jsonl", "start": 8}]}}
     assert [d["id"] for d in csa.training_documents(recipe, tmp_path)] == ["2", "3", "4", "8", "9"]
     assert csa.training_documents({"training": {"documents": [{"dataset": "zh/none.jsonl"}]}}, tmp_path) is None
+    # "numeric-id" orders by the number in the id, as the Inspec splits do ("10" after "9"); others are refused
+    shuffled = [{"id": f"x/{i}", "text": "", "keywords": []} for i in (10, 9, 100, 1)]
+    (tmp_path / "zh" / "n.jsonl").write_text("".join(json.dumps(r) + "\n" for r in shuffled), encoding="utf-8")
+    by_number = {"training": {"documents": [{"dataset": "zh/n.jsonl", "order": "numeric-id", "start": 1}]}}
+    assert [d["id"] for d in csa.training_documents(by_number, tmp_path)] == ["x/9", "x/10", "x/100"]
+    with pytest.raises(ExportError, match="order"):
+        csa.training_documents({"training": {"documents": [{"dataset": "zh/n.jsonl", "order": "shuffled"}]}}, tmp_path)
     # adapters compared tensor by tensor; different tensors: infinitely far
     for name, scale in (("a", 1.0), ("b", 1.0005)):
         (tmp_path / name).mkdir()

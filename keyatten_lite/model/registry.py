@@ -65,6 +65,7 @@ DEFAULT_BIO_BUNDLES: dict[str, dict] = {
 # `keyatten-lite models build` builds from the shipped adapter (retrained when the data is present).
 DEFAULT_CSA_BUNDLES: dict[str, dict] = {
     "csa-e5-small-zh": {"language": "zh", "backbone": "e5-small-zh", "description": "CSA reranker on multilingual-e5-small"},
+    "csa-minilm-en": {"language": "en", "backbone": "minilm-l6-en", "description": "CSA reranker on all-MiniLM-L6-v2"},
 }
 
 
