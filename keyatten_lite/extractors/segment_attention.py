@@ -20,8 +20,8 @@ Differences from 0.3.1 (the ``profile="compat"`` path keeps its behaviour):
 * Ranking: the default profile fuses the reranker's order with the two rankings the candidates come
   from (the BIO tagger's confidence order and the default extractor's keyword order) by reciprocal
   rank, ``sum 1 / (FUSION_K + rank)`` over the three lists. The three err differently, so together they
-  beat each alone (CSL dev 800-999, F1@10: reranker .195, default extractor .196, BIO .167, fused .223;
-  without the reranker .212). ``rank_fusion=False`` and compat rank by the reranker alone, as 0.3.1.
+  beat each alone (CSL dev 800-999, F1@10: reranker .195, default extractor .196, BIO .167, fused .222;
+  the best fusion without the reranker .210). ``rank_fusion=False`` and compat rank by the reranker alone, as 0.3.1.
 * ``extract_keywords_batch`` runs every (document, seed) prompt through padded, length-sorted batches.
 * Truncation: 0.3.1 cuts the prompt at ``max_length`` tokens from the end, so a long document loses its
   whole candidate list and returns ``[]`` (§8.3). The default profile shortens the *document* instead,
@@ -63,11 +63,12 @@ DEFAULT_INSTRUCTIONS = {
 # Random orders averaged by a trained reranker bundle in the default profile (seeds candidate_seed, +1, +2).
 TRAINED_SEEDS = 3
 # Reciprocal-rank fusion (default profile): the usual constant of 60 flattens a list of ~35 candidates;
-# 10 keeps the top ranks apart (CSL dev 800-999, F1@10: k 5 .218, 10 .223, 20 .222, 60 .216, equal weights).
+# 10 keeps the top ranks apart (F1@10 at equal weights, CSL dev 800-999 / Inspec dev 300: k 5 .220/.301,
+# 10 .222/.300, 20 .225/.296, 60 .207/.261; the best mean of the two at 10).
 FUSION_K = 10
 # How deep the default extractor's keyword order is read for the fusion when no words join the
-# candidates (otherwise: its top ``word_candidates``, the list the candidates come from). CSL dev: its
-# top 15 against its top 50 change F1@10 by .0007.
+# candidates (otherwise: its top ``word_candidates``, the list the candidates come from). CSL dev 800-999:
+# its top 15 against its top 50 change the fused F1@10 by .0007.
 FUSION_DEFAULT_DEPTH = 15
 PROMPT_FRAMES = {
     "zh": ("\n\n文章：\n", "\n\n候选：\n", "<候选>\n"),
