@@ -31,6 +31,7 @@ __all__ = [
     "span_prf",
     "data_dir",
     "load_training_split",
+    "numeric_id",
 ]
 
 REPO_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -133,7 +134,8 @@ def data_dir(explicit: str | os.PathLike | None = None) -> Path:
     return path
 
 
-def _numeric_id(doc: Mapping[str, Any]) -> int:
+def numeric_id(doc: Mapping[str, Any]) -> int:
+    """The last number in a document id: how the recipes and named splits order Inspec."""
     digits = re.findall(r"\d+", str(doc.get("id", "")))
     if not digits:
         raise ExportError(f"document id {doc.get('id')!r} has no number; cannot order by numeric id")
@@ -152,7 +154,7 @@ def load_training_split(spec: Mapping[str, Any], root: Path) -> tuple[list[dict]
     with open(path, encoding="utf-8") as handle:
         docs = [json.loads(line) for line in handle if line.strip()]
     if spec.get("order", "file") == "numeric-id":
-        docs.sort(key=_numeric_id)
+        docs.sort(key=numeric_id)
     excluded = int(spec.get("exclude_first", 0))
     usable = docs[excluded:]
     n_dev = int(spec.get("dev_docs", 100))

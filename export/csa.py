@@ -37,21 +37,35 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from . import ExportError
+from .bio_data import numeric_id
 
 __all__ = [
+    "ADAPTER_FILES",
     "ADAPTER_TOLERANCE",
+    "TRAJECTORY_TOLERANCE",
+    "compare_with_shipped",
     "adapter_max_abs_diff",
     "build_csa_bundle",
     "csa_recipe_source",
     "positive_labels",
     "shipped_adapter_dir",
     "train_csa_adapter",
+    "trained_recipe_source",
     "training_documents",
 ]
 
 # Retraining on the same data, seed and thread count with the same torch wheel gives the same bits on
 # one machine; another CPU's kernels may round differently over ~1,500 Adam steps.
 ADAPTER_TOLERANCE = 1e-3
+# Across CPUs the weights cannot be the check: nudging the LoRA init by 1e-7 (relative) on this machine
+# ended csa-minilm-en's 2,615 steps 0.208 away from the shipped adapter, as CI's other CPU did (0.208),
+# while the training trajectory stayed put (first-100 loss 5.55461 vs 5.55461, last-100 3.244 vs
+# 3.215, the same documents and positives). So a retrained adapter outside ADAPTER_TOLERANCE is
+# accepted when its training log matches the shipped one within TRAJECTORY_TOLERANCE (relative); a
+# changed recipe, data or loss moves these far more.
+TRAJECTORY_TOLERANCE = {
+    "docs_with_a_positive": 0.01, "candidate_recall_of_gold": 0.02, "loss_first_100": 0.02, "loss_last_100": 0.05,
+}
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 TRAINING_KEYS = (
     "documents", "epochs", "lr", "rank", "temperature", "first_lora_layer", "seed", "torch_threads",
@@ -72,14 +86,21 @@ def shipped_adapter_dir(name: str) -> Path:
 
 def csa_recipe_source(recipe: Mapping[str, Any]) -> dict:
     """The CSA recipe with its backbone recipe's source fields (what ``sources.prepare`` reads)."""
+    return trained_recipe_source(recipe, "csa", TRAINING_KEYS)
+
+
+def trained_recipe_source(recipe: Mapping[str, Any], kind: str, keys: Sequence[str]) -> dict:
+    """A recipe of ``kind`` that trains an adapter on a ``backbone`` recipe, with the backbone's source
+    fields joined; ExportError when it is of another kind or lacks one of the training ``keys``."""
     from . import sources
 
-    if recipe.get("kind") != "csa":
-        raise ExportError(f"recipe {recipe.get('name')!r} is not a CSA recipe (kind {recipe.get('kind')!r})")
+    label = kind.upper()
+    if recipe.get("kind") != kind:
+        raise ExportError(f"recipe {recipe.get('name')!r} is not a {label} recipe (kind {recipe.get('kind')!r})")
     training = recipe.get("training") or {}
-    missing = [key for key in TRAINING_KEYS if key not in training]
+    missing = [key for key in keys if key not in training]
     if missing or not recipe.get("backbone"):
-        raise ExportError(f"CSA recipe {recipe.get('name')!r} lacks {', '.join(missing) or 'backbone'}")
+        raise ExportError(f"{label} recipe {recipe.get('name')!r} lacks {', '.join(missing) or 'backbone'}")
     backbone = sources.load_recipe(recipe["backbone"])
     merged = {key: value for key, value in backbone.items() if key in ("source", "vocabulary", "architecture", "max_length")}
     merged.update(recipe)
@@ -104,9 +125,7 @@ def training_documents(recipe: Mapping[str, Any], data: str | os.PathLike | None
         with open(path, encoding="utf-8") as handle:
             rows = [json.loads(line) for line in handle if line.strip()]
         if part.get("order", "file") == "numeric-id":  # as the BIO recipes and the named splits order Inspec
-            from .bio_data import _numeric_id
-
-            rows.sort(key=_numeric_id)
+            rows.sort(key=numeric_id)
         elif part.get("order", "file") != "file":
             raise ExportError(f"{recipe.get('name')!r}: training order must be 'file' or 'numeric-id', got {part.get('order')!r}")
         docs.extend(rows[int(part.get("start", 0)) : part.get("end")])
@@ -128,6 +147,32 @@ def adapter_max_abs_diff(a: str | os.PathLike, b: str | os.PathLike) -> float:
     if left.keys() != right.keys() or any(left[k].shape != right[k].shape for k in left):
         return float("inf")
     return max((float(np.abs(left[k].astype(np.float64) - right[k].astype(np.float64)).max()) for k in left), default=0.0)
+
+
+def compare_with_shipped(adapter: str | os.PathLike, shipped: str | os.PathLike, log: Mapping[str, Any]) -> dict:
+    """The retrained adapter against the shipped one: weights (:data:`ADAPTER_TOLERANCE`), else the
+    training trajectory against the shipped ``train_log.json`` (:data:`TRAJECTORY_TOLERANCE`)."""
+    diff = adapter_max_abs_diff(adapter, shipped)
+    report: dict[str, Any] = {"max_abs_diff": diff, "tolerance": ADAPTER_TOLERANCE}
+    shipped_log_path = Path(shipped) / "train_log.json"
+    trajectory: dict[str, Any] = {}
+    if shipped_log_path.is_file():
+        shipped_log = json.loads(shipped_log_path.read_text(encoding="utf-8"))
+        for key, tolerance in TRAJECTORY_TOLERANCE.items():
+            mine, theirs = log.get(key), shipped_log.get(key)
+            if mine is None or theirs is None:
+                trajectory[key] = {"trained": mine, "shipped": theirs, "within": False}
+                continue
+            relative = abs(float(mine) - float(theirs)) / max(abs(float(theirs)), 1e-12)
+            trajectory[key] = {"trained": mine, "shipped": theirs, "relative_diff": relative, "within": relative <= tolerance}
+        trajectory_ok = log.get("steps") == shipped_log.get("steps") and all(v["within"] for v in trajectory.values())
+        trajectory["steps"] = {"trained": log.get("steps"), "shipped": shipped_log.get("steps")}
+    else:
+        trajectory_ok = False
+    report["trajectory"] = trajectory
+    report["within_tolerance"] = bool(diff <= ADAPTER_TOLERANCE or trajectory_ok)
+    report["by"] = "weights" if diff <= ADAPTER_TOLERANCE else ("training trajectory" if trajectory_ok else "neither")
+    return report
 
 
 def train_csa_adapter(
@@ -300,14 +345,14 @@ def build_csa_bundle(
                 origin = {"source": "trained here", "training": train_csa_adapter(
                     full, info["model_dir"], adapter, docs=docs, home=home, say=say)}
                 if all((shipped / f).is_file() for f in ADAPTER_FILES):
-                    diff = adapter_max_abs_diff(adapter, shipped)
+                    check = compare_with_shipped(adapter, shipped, origin["training"])
                     origin["shipped_adapter"] = {
-                        "dir": f"models/adapters/{name}", "max_abs_diff": diff,
-                        "tolerance": ADAPTER_TOLERANCE, "within_tolerance": bool(diff <= ADAPTER_TOLERANCE),
+                        "dir": f"models/adapters/{name}", **check,
                         "file_sha256": manifest_mod.sha256_file(shipped / "adapter_model.safetensors"),
                     }
-                    verdict = "within" if diff <= ADAPTER_TOLERANCE else "OUTSIDE"
-                    say(f"{name}: retrained adapter vs shipped adapter: max abs diff {diff:.3g} ({verdict} tolerance {ADAPTER_TOLERANCE:g})")
+                    verdict = f"within tolerance by {check['by']}" if check["within_tolerance"] else "OUTSIDE tolerance"
+                    say(f"{name}: retrained adapter vs shipped adapter: max abs diff {check['max_abs_diff']:.3g} "
+                        f"(weights {ADAPTER_TOLERANCE:g}); {verdict}")
             merged = merge_lora(info["model_dir"], adapter, work / "merged", overwrite=True)
             from keyatten_lite.extractors.segment_attention import resolve_auto_layer
 
