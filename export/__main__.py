@@ -5,6 +5,8 @@
         (SRC: an encoder or a decoder-only model, a local directory or a hub id; `model` is an alias)
     python -m keyatten_lite_export train-csa RECIPE -o ADAPTER_DIR [--data DIR]
         (a CSA reranker's LoRA adapter trained from its recipe, export/csa.py)
+    python -m keyatten_lite_export train-qk RECIPE -o ADAPTER_DIR [--data DIR]
+        (a QK-LoRA extractor's adapter trained from its recipe, export/qk_train.py)
     python -m keyatten_lite_export merge-lora BASE ADAPTER -o MERGED [--force]
         (a peft LoRA adapter merged into its base in fp32: an ordinary model directory for `encoder`)
     python -m keyatten_lite_export qk MODEL [--adapter A] -o OUT [--layer auto|N] [--name N] [--max-length N]
@@ -96,6 +98,25 @@ def _cmd_train_csa(args) -> int:
     return 0
 
 
+def _cmd_train_qk(args) -> int:
+    from . import sources
+    from .csa import training_documents
+    from .qk_train import qk_recipe_source, train_qk_adapter
+
+    recipe = qk_recipe_source(sources.load_recipe(args.recipe))
+    docs = training_documents(recipe, args.data)
+    if docs is None:
+        raise ExportError(f"{args.recipe}: training data not found (pass --data DIR or set KEYATTEN_LITE_DATA)")
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory(prefix="qk-backbone-") as work:
+        info = sources.prepare(recipe, Path(work))
+        log = train_qk_adapter(recipe, info["model_dir"], args.output, docs=docs, say=_log)
+    print(json.dumps({"adapter": args.output, **log}, ensure_ascii=False))
+    return 0
+
+
 def _cmd_qk(args) -> int:
     from .qk import export_qk_bundle
 
@@ -183,6 +204,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     train_csa.add_argument("--data", default=None, help="data folder (default: $KEYATTEN_LITE_DATA or ../shared/data)")
     train_csa.add_argument("--home", default=None, help="keyatten-lite home with the default and BIO bundles")
     train_csa.set_defaults(func=_cmd_train_csa)
+
+    train_qk = sub.add_parser(
+        "train-qk", help="train a QK-LoRA recipe's adapter (models/qk-*.json) from the data folder"
+    )
+    train_qk.add_argument("recipe", help="recipe name, e.g. qk-e5-small-zh")
+    train_qk.add_argument("-o", "--output", required=True, help="adapter directory (peft files + train_log.json)")
+    train_qk.add_argument("--data", default=None, help="data folder (default: $KEYATTEN_LITE_DATA or ../shared/data)")
+    train_qk.set_defaults(func=_cmd_train_qk)
 
     qk = sub.add_parser("qk", help="export one layer's queries and keys (QKLoRAExtractor), optionally with a LoRA adapter")
     qk.add_argument("source", metavar="MODEL", help="local model directory or hub id (the base when --adapter is given)")

@@ -76,13 +76,18 @@ def build_default_bundles(
     root.mkdir(parents=True, exist_ok=True)
     results: list[dict] = []
     # Attention bundles first (minutes), then the BIO taggers (trained with the data, else shipped heads),
-    # then the CSA rerankers, whose training reads candidates from both.
-    stage = {"bio": 1, "csa": 2}
+    # then the CSA rerankers, whose training reads candidates from both, and the QK-LoRA extractors.
+    stage = {"bio": 1, "csa": 2, "qk": 3}
     for recipe in sorted(selected_recipes(names), key=lambda r: stage.get(r.get("kind"), 0)):
         if recipe.get("kind") == "csa":
             from .csa import build_csa_bundle
 
             results.append(build_csa_bundle(recipe, home, force=force, log=say))
+            continue
+        if recipe.get("kind") == "qk":
+            from .qk_train import build_qk_bundle
+
+            results.append(build_qk_bundle(recipe, home, force=force, log=say))
             continue
         if recipe.get("kind") != "bio":
             results.append(build_attention_bundle(recipe, home, force=force, log=say))

@@ -345,7 +345,7 @@ def export_qk_bundle(
             exported_from = merge_lora(source, adapter, scratch / "merged")
             source_info = manifest_mod.source_record(os.fspath(source), None)
             source_info["adapter"] = manifest_mod.source_record(os.fspath(adapter), None)
-            extra["qk"] = {"adapter": "merged in fp32 (peft merge_and_unload)"}
+            extra["qk"] = {**(extra.get("qk") or {}), "adapter": "merged in fp32 (peft merge_and_unload)"}
         config = core.load_config(exported_from, revision)
         causal = core.is_causal_config(config)
         return core.export_model(

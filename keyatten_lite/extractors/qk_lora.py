@@ -39,6 +39,7 @@ __all__ = [
     "rank_spans",
     "repeat_kv_heads",
     "char_span_means",
+    "word_candidate_spans",
 ]
 
 PROFILE_OUTPUTS = {"compat": ("q_proj", "k_proj"), "default": ("q_attn", "k_attn")}
@@ -99,6 +100,24 @@ def char_span_means(char_scores: np.ndarray, spans: Sequence[tuple[int, int]]) -
     )
 
 
+def word_candidate_spans(text: str, language: str, *, compat: bool = False) -> tuple[list[str], list[int], list[tuple[int, int]]]:
+    """Word-mode candidates (§4.5, no user dictionary): (texts, span starts, ``[start, end)`` spans).
+
+    ``compat``: 0.3.1's word alignment (which can raise, §4.7). The QK trainer (export/qk_train.py)
+    uses the same candidates as the runtime.
+    """
+    from keyatten_lite.text.candidates import build_candidates
+    from keyatten_lite.text.segment import locate_word_offsets, segment_text
+
+    words, tags = segment_text(text, language)
+    candidates = build_candidates(words, tags, language)
+    if not candidates:
+        return [], [], []
+    offsets = locate_word_offsets(text, words, compat=compat)
+    spans = [(offsets[c.word_start][0], offsets[c.word_end - 1][1]) for c in candidates]
+    return [c.text for c in candidates], [s for s, _ in spans], spans
+
+
 def rank_spans(texts: Sequence[str], scores: Sequence[float], starts: Sequence[int], top_k: int) -> list[tuple[str, float]]:
     """Sorted by ``(-score, span start)``, stable (equal pairs keep candidate order); first ``top_k``."""
     order = sorted(range(len(texts)), key=lambda i: (-scores[i], starts[i]))
@@ -109,7 +128,8 @@ class QKLoRAExtractor:
     """Keywords = word-mode candidates scored by the last token's query against their keys.
 
     ``model``: a QK bundle (directory or installed name), exported with ``keyatten-lite-export qk
-    MODEL [--adapter A]`` (zero-shot without an adapter). ``language``: "zh" or "en".
+    MODEL [--adapter A]`` (zero-shot without an adapter); None: the language's trained bundle
+    (``qk-e5-small-zh``, ``qk-minilm-en``, built by ``keyatten-lite models build``). ``language``: "zh" or "en".
     ``instruction_prefix``: text put before the document with no separator (default: 0.3.1's Chinese
     prefix for zh, "" for en). ``layer``: "auto" or the layer the bundle exported. ``profile``:
     "default" (the real attention q/k) or "compat" (0.3.1's raw projections).
@@ -127,13 +147,19 @@ class QKLoRAExtractor:
         intra_op_threads: int | None = None,
         providers: Sequence[str] | None = None,
     ) -> None:
-        if model is None:
-            raise InvalidArgumentError(
-                "model: pass a QK bundle directory or name; export one with `keyatten-lite-export qk MODEL "
-                "[--adapter ADAPTER] -o OUT`"
-            )
         if language not in ("zh", "en"):
             raise InvalidArgumentError(f"language must be 'zh' or 'en', got {language!r}")
+        if model is None:
+            from keyatten_lite.model.registry import DEFAULT_QK_BUNDLES, default_qk_bundle_for
+
+            model = default_qk_bundle_for(language)
+            if model is None:
+                wanted = [name for name, info in DEFAULT_QK_BUNDLES.items() if info["language"] == language]
+                raise InvalidArgumentError(
+                    f"model: no trained QK bundle for {language!r} is built ({', '.join(wanted)}); run "
+                    "`keyatten-lite models build`, or pass a QK bundle exported with `keyatten-lite-export qk "
+                    "MODEL [--adapter ADAPTER] -o OUT`"
+                )
         if profile not in PROFILE_OUTPUTS:
             raise InvalidArgumentError(f"profile must be 'default' or 'compat', got {profile!r}")
         if instruction_prefix is not None and not isinstance(instruction_prefix, str):
@@ -169,17 +195,7 @@ class QKLoRAExtractor:
 
     # ------------------------------------------------------------------ candidates
     def _candidates(self, text: str) -> tuple[list[str], list[int], list[tuple[int, int]]]:
-        """Word-mode candidates (§4.5, no user dictionary) with their character spans."""
-        from keyatten_lite.text.candidates import build_candidates
-        from keyatten_lite.text.segment import locate_word_offsets, segment_text
-
-        words, tags = segment_text(text, self.language)
-        candidates = build_candidates(words, tags, self.language)
-        if not candidates:
-            return [], [], []
-        offsets = locate_word_offsets(text, words, compat=self.profile == "compat")
-        spans = [(offsets[c.word_start][0], offsets[c.word_end - 1][1]) for c in candidates]
-        return [c.text for c in candidates], [s for s, _ in spans], spans
+        return word_candidate_spans(text, self.language, compat=self.profile == "compat")
 
     # ------------------------------------------------------------------ scoring
     def _char_scores(self, texts: Sequence[str], batch_size: int) -> list[np.ndarray]:

@@ -18,6 +18,8 @@ __all__ = [
     "DEFAULT_BIO_BUNDLES",
     "DEFAULT_CSA_BUNDLES",
     "default_csa_bundle_for",
+    "DEFAULT_QK_BUNDLES",
+    "default_qk_bundle_for",
     "OPTIONAL_BUNDLES",
     "home_dir",
     "bundles_dir",
@@ -71,11 +73,30 @@ DEFAULT_CSA_BUNDLES: dict[str, dict] = {
 
 def default_csa_bundle_for(language: str, home: str | os.PathLike | None = None) -> str | None:
     """The trained CSA bundle of ``language`` when it is built, else None (the reranker runs zero-shot)."""
+    return _built_bundle_of(DEFAULT_CSA_BUNDLES, language, home)
+
+
+def _built_bundle_of(registry: dict[str, dict], language: str, home: str | os.PathLike | None) -> str | None:
+    """The first bundle of ``registry`` for ``language`` (region suffix ignored) that is built in ``home``."""
     primary = str(language).strip().lower().replace("_", "-").split("-")[0]
-    for name, info in DEFAULT_CSA_BUNDLES.items():
-        if info["language"] == primary and (bundles_dir(home) / name / "bundle.json").is_file():
+    for name, info in registry.items():
+        if info["language"] == primary and (bundles_dir(home) / name / MANIFEST_NAME).is_file():
             return name
     return None
+
+
+# QK-LoRA extractors (an encoder with a LoRA adapter on its read layer's query/key projections, merged;
+# export/qk_train.py) that `keyatten-lite models build` builds from the shipped adapter (retrained when the
+# data is present): QKLoRAExtractor(language=...) with no model.
+DEFAULT_QK_BUNDLES: dict[str, dict] = {
+    "qk-e5-small-zh": {"language": "zh", "backbone": "e5-small-zh", "description": "QK-LoRA extractor on multilingual-e5-small"},
+    "qk-minilm-en": {"language": "en", "backbone": "minilm-l6-en", "description": "QK-LoRA extractor on all-MiniLM-L6-v2"},
+}
+
+
+def default_qk_bundle_for(language: str, home: str | os.PathLike | None = None) -> str | None:
+    """The trained QK bundle of ``language`` when it is built, else None."""
+    return _built_bundle_of(DEFAULT_QK_BUNDLES, language, home)
 
 
 def home_dir() -> Path:
