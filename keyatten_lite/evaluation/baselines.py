@@ -8,8 +8,6 @@ imports nothing heavy; keyatten_lite never imports torch itself, only the ``keya
 
 from __future__ import annotations
 
-import math
-import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +16,7 @@ from typing import Any
 
 from keyatten_lite.errors import InvalidArgumentError
 from keyatten_lite.evaluation.metrics import Document
+from keyatten_lite.evaluation.tfidf_peer import english_ngram_candidates, english_stop_words, rank_by_tfidf, smooth_idf
 
 DEFAULT_TOP_N = 15
 
@@ -41,6 +40,8 @@ SYSTEM_SPECS: dict[str, str] = {
     "keybert": "KeyBERT 0.9.0 with all-MiniLM-L6-v2 (evaluation/keybert_peer.py)",
     "lite-csa[:<bundle>[:<order>[:<seeds>[:<words>[:<bio>[:<ranking>]]]]]]": "keyatten-lite CandidateSegmentAttentionExtractor: BIO candidates "
     "listed after the document, ranked by received attention (evaluation/csa_peer.py)",
+    "lite-qk[:<bundle>[:<profile>]]": "keyatten-lite QKLoRAExtractor: word candidates scored by the last token's "
+    "query against their keys; the language's trained QK bundle and the default profile unless named",
 }
 
 
@@ -157,53 +158,6 @@ class YakeSystem(System):
 
 
 # Phrase boundaries for the English TF-IDF baseline: sentence and clause punctuation, brackets, quotes.
-# Line breaks are not boundaries (Inspec abstracts are hard-wrapped mid-phrase).
-_ENGLISH_BOUNDARY = re.compile(r"[.,;:!?()\[\]{}\"]+")
-_ENGLISH_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
-
-
-def english_stop_words() -> frozenset[str]:
-    try:
-        from keyatten_lite.text.stopwords import ENGLISH_STOP_WORDS
-    except ImportError:  # the runtime list may not exist in a partial checkout; sklearn's is the same list
-        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS  # type: ignore[no-redef]
-    return frozenset(ENGLISH_STOP_WORDS)
-
-
-def english_ngram_candidates(text: str, stop_words: frozenset[str], max_n: int = 3) -> list[str]:
-    """Lower-cased 1..max_n-grams inside runs of non-stop words that cross no punctuation, in text order."""
-    phrases = []
-    for chunk in _ENGLISH_BOUNDARY.split(text):
-        run: list[str] = []
-        for word in [*(w.lower() for w in _ENGLISH_WORD.findall(chunk)), None]:
-            if word is not None and word not in stop_words:
-                run.append(word)
-                continue
-            for start in range(len(run)):
-                for length in range(1, max_n + 1):
-                    if start + length <= len(run):
-                        phrases.append(" ".join(run[start : start + length]))
-            run = []
-    return phrases
-
-
-def smooth_idf(document_frequency: int, n_documents: int) -> float:
-    """sklearn's smooth IDF: ln((N + 1) / (df + 1)) + 1."""
-    return math.log((n_documents + 1) / (document_frequency + 1)) + 1.0
-
-
-def rank_by_tfidf(
-    term_counts: Counter, document_frequency: Counter, n_documents: int, top_n: int
-) -> list[str]:
-    """Terms by sublinear tf (1 + ln count) x smooth idf, descending; ties keep first-occurrence order."""
-    scored = [
-        (term, (1.0 + math.log(count)) * smooth_idf(document_frequency.get(term, 0), n_documents))
-        for term, count in term_counts.items()
-    ]
-    scored.sort(key=lambda pair: -pair[1])  # stable: Counter keeps insertion (text) order
-    return [term for term, _ in scored[:top_n]]
-
-
 class TfidfSystem(System):
     """English: n-gram TF-IDF with IDF from the IDF corpus; Chinese: jieba.analyse.extract_tags (jieba's IDF)."""
 
@@ -496,6 +450,28 @@ class CsaSystem(System):
                 "ranking": None if self.fusion is None else ("fused" if self.fusion else "reranker")}
 
 
+class QkSystem(System):
+    """``lite-qk[:<bundle>[:<profile>]]``: QKLoRAExtractor over all documents, in padded batches."""
+
+    def __init__(self, spec: str, context: RunContext, rest: str) -> None:
+        super().__init__(spec, context)
+        bundle, _, profile = rest.partition(":")
+        if profile not in ("", "default", "compat"):
+            raise InvalidArgumentError(f"{spec!r}: the profile must be 'default' or 'compat', got {profile!r}")
+        self.bundle, self.profile = bundle or None, profile or "default"
+
+    def predict(self, documents: Sequence[Document]) -> list[list[str]]:
+        from keyatten_lite.extractors.qk_lora import QKLoRAExtractor
+
+        extractor = QKLoRAExtractor(self.bundle, language=_single_language(documents), profile=self.profile,
+                                    intra_op_threads=self.context.threads)
+        return extractor.extract_keywords_batch([d.text for d in documents], top_k=self.context.top_n,
+                                                batch_size=self.context.batch_size)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "bundle": self.bundle, "profile": self.profile}
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # keyatten 0.3.1 (torch)
 
@@ -585,6 +561,8 @@ def build_system(spec: str, context: RunContext) -> System:
             return LiteBioSystem(spec, context, ":".join(parts[:-1]), parts[-1], profile)
     if kind == "lite-csa":
         return CsaSystem(spec, context, rest)
+    if kind == "lite-qk":
+        return QkSystem(spec, context, rest)
     if kind == "keyatten" and rest:
         model_dir, _, method = rest.rpartition(":")
         if model_dir and method:
