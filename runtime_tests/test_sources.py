@@ -211,6 +211,15 @@ def test_recipes_have_the_contract_keys():
             assert set(TRAINING_KEYS) <= set(recipe["training"])
             assert (shipped_adapter_dir(recipe["name"]) / "adapter_model.safetensors").is_file()
             continue
+        if recipe.get("kind") == "qk":
+            # A QK-LoRA extractor: the same contract, its own training keys.
+            from keyatten_lite_export.csa import shipped_adapter_dir
+            from keyatten_lite_export.qk_train import QK_TRAINING_KEYS, qk_recipe_source
+
+            assert qk_recipe_source(recipe)["source"] == recipes[recipe["backbone"]]["source"]
+            assert set(QK_TRAINING_KEYS) <= set(recipe["training"])
+            assert (shipped_adapter_dir(recipe["name"]) / "adapter_model.safetensors").is_file()
+            continue
         # BIO taggers ship no int8 graph (docs/bio.md: int8 changes most Viterbi paths).
         assert recipe["layers"] == "all" and recipe["max_length"] == 512
         assert recipe["int8"] is (recipe.get("kind") != "bio")
