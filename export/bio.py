@@ -455,6 +455,14 @@ def _head_for_build(recipe: Mapping[str, Any], model_dir, data, say) -> BIOHead:
                 f"{name}: retrained head vs shipped head: max abs diff {check['max_abs_diff']:.3g} ({verdict} tolerance "
                 f"{HEAD_TOLERANCE:g}; loose {HEAD_LOOSE_TOLERANCE:g} with dev paths {check.get('dev_viterbi_paths_equal')})"
             )
+            if check["within_tolerance"]:
+                # The retraining reproduced the shipped head: export the shipped bits, so that a build with
+                # the data gives the bundle a fresh clone gets, and the rerankers built on this tagger see
+                # the candidates their shipped adapters were trained on.
+                for key in ("_dev_docs", "_dev_encoded"):
+                    shipped.training[key] = head.training.get(key)
+                shipped.origin = {**head.origin, "exported": "shipped head"}
+                return shipped
         else:
             say(f"{name}: shipped head not compared: {check['reason']}")
     return head

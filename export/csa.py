@@ -353,6 +353,9 @@ def build_csa_bundle(
                     verdict = f"within tolerance by {check['by']}" if check["within_tolerance"] else "OUTSIDE tolerance"
                     say(f"{name}: retrained adapter vs shipped adapter: max abs diff {check['max_abs_diff']:.3g} "
                         f"(weights {ADAPTER_TOLERANCE:g}); {verdict}")
+                    if check["within_tolerance"]:
+                        # Reproduced: merge the shipped bits, the bundle a fresh clone builds.
+                        adapter, origin["exported"] = shipped, "shipped adapter"
             merged = merge_lora(info["model_dir"], adapter, work / "merged", overwrite=True)
             from keyatten_lite.extractors.segment_attention import resolve_auto_layer
 

@@ -271,6 +271,9 @@ def build_qk_bundle(
                     verdict = f"within tolerance by {check['by']}" if check["within_tolerance"] else "OUTSIDE tolerance"
                     say(f"{name}: retrained adapter vs shipped adapter: max abs diff {check['max_abs_diff']:.3g} "
                         f"(weights {ADAPTER_TOLERANCE:g}); {verdict}")
+                    if check["within_tolerance"]:
+                        # Reproduced: merge the shipped bits, the bundle a fresh clone builds.
+                        adapter, origin["exported"] = shipped, "shipped adapter"
             extra = dict(kwargs["extra_manifest"])
             extra["qk"] = {"adapter": "merged in fp32 (peft merge_and_unload)", "trained": origin, "backbone": full["backbone"]}
             manifest = export_qk_bundle(
