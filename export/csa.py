@@ -42,6 +42,8 @@ from .bio_data import numeric_id
 __all__ = [
     "ADAPTER_FILES",
     "ADAPTER_TOLERANCE",
+    "adapter_for_build",
+    "save_trained_adapter",
     "TRAJECTORY_TOLERANCE",
     "compare_with_shipped",
     "adapter_max_abs_diff",
@@ -296,12 +298,56 @@ def train_csa_adapter(
         "loss_first_100": float(np.mean(losses[:100])),
         "loss_last_100": float(np.mean(losses[-100:])),
     })
+    return save_trained_adapter(peft_model, out, recipe["backbone"], log)
+
+
+def adapter_for_build(
+    name: str,
+    recipe: Mapping[str, Any],
+    data: str | os.PathLike | None,
+    work: Path,
+    train: Callable[[Sequence[Mapping[str, Any]], Path], dict],
+    say: Callable[[str], None],
+) -> tuple[Path, dict]:
+    """The adapter a build merges, and its origin record: without the data the shipped adapter; with
+    it ``train(docs, out_dir)`` retrains, and a retraining that reproduces the shipped adapter
+    (:func:`compare_with_shipped`) gives way to the shipped bits, the bundle a fresh clone builds."""
+    from . import manifest as manifest_mod
+
+    shipped = shipped_adapter_dir(name)
+    has_shipped = all((shipped / f).is_file() for f in ADAPTER_FILES)
+    docs = training_documents(recipe, data)
+    if docs is None:
+        if not has_shipped:
+            raise ExportError(f"{name}: no training data and no shipped adapter in {shipped}")
+        say(f"{name}: no training data; using the shipped adapter {shipped}")
+        return shipped, {"source": "shipped adapter", "dir": f"models/adapters/{name}"}
+    say(f"{name}: training the adapter on {len(docs)} documents")
+    adapter = work / "adapter"
+    origin: dict[str, Any] = {"source": "trained here", "training": train(docs, adapter)}
+    if has_shipped:
+        check = compare_with_shipped(adapter, shipped, origin["training"])
+        origin["shipped_adapter"] = {
+            "dir": f"models/adapters/{name}", **check,
+            "file_sha256": manifest_mod.sha256_file(shipped / "adapter_model.safetensors"),
+        }
+        verdict = f"within tolerance by {check['by']}" if check["within_tolerance"] else "OUTSIDE tolerance"
+        say(f"{name}: retrained adapter vs shipped adapter: max abs diff {check['max_abs_diff']:.3g} "
+            f"(weights {ADAPTER_TOLERANCE:g}); {verdict}")
+        if check["within_tolerance"]:
+            adapter, origin["exported"] = shipped, "shipped adapter"
+    return adapter, origin
+
+
+def save_trained_adapter(peft_model, out: Path, backbone: str, log: dict) -> dict:
+    """Write peft's adapter files (naming the backbone recipe, not the build's temporary directory) and
+    ``train_log.json`` (with the adapter's size) to ``out``; returns the log."""
     peft_model.save_pretrained(str(out))
     readme = out / "README.md"
     if readme.exists():
         readme.unlink()  # peft's model-card template: not ours to ship
     config = json.loads((out / "adapter_config.json").read_text(encoding="utf-8"))
-    config["base_model_name_or_path"] = recipe["backbone"]  # not the build's temporary directory
+    config["base_model_name_or_path"] = backbone
     (out / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     log["adapter_bytes"] = sum((out / name).stat().st_size for name in ADAPTER_FILES)
     (out / "train_log.json").write_text(json.dumps(log, indent=2) + "\n", encoding="utf-8")
@@ -332,30 +378,10 @@ def build_csa_bundle(
     def export(info: dict, target: Path, kwargs: dict) -> dict:
         work = Path(tempfile.mkdtemp(prefix=f".csa-{name}-", dir=target.parent))
         try:
-            docs = training_documents(full, data)
-            origin: dict[str, Any]
-            if docs is None:
-                if not all((shipped / f).is_file() for f in ADAPTER_FILES):
-                    raise ExportError(f"{name}: no training data and no shipped adapter in {shipped}")
-                adapter, origin = shipped, {"source": "shipped adapter", "dir": f"models/adapters/{name}"}
-                say(f"{name}: no training data; using the shipped adapter {shipped}")
-            else:
-                say(f"{name}: training the adapter on {len(docs)} documents")
-                adapter = work / "adapter"
-                origin = {"source": "trained here", "training": train_csa_adapter(
-                    full, info["model_dir"], adapter, docs=docs, home=home, say=say)}
-                if all((shipped / f).is_file() for f in ADAPTER_FILES):
-                    check = compare_with_shipped(adapter, shipped, origin["training"])
-                    origin["shipped_adapter"] = {
-                        "dir": f"models/adapters/{name}", **check,
-                        "file_sha256": manifest_mod.sha256_file(shipped / "adapter_model.safetensors"),
-                    }
-                    verdict = f"within tolerance by {check['by']}" if check["within_tolerance"] else "OUTSIDE tolerance"
-                    say(f"{name}: retrained adapter vs shipped adapter: max abs diff {check['max_abs_diff']:.3g} "
-                        f"(weights {ADAPTER_TOLERANCE:g}); {verdict}")
-                    if check["within_tolerance"]:
-                        # Reproduced: merge the shipped bits, the bundle a fresh clone builds.
-                        adapter, origin["exported"] = shipped, "shipped adapter"
+            adapter, origin = adapter_for_build(
+                name, full, data, work,
+                lambda docs, out: train_csa_adapter(full, info["model_dir"], out, docs=docs, home=home, say=say), say,
+            )
             merged = merge_lora(info["model_dir"], adapter, work / "merged", overwrite=True)
             from keyatten_lite.extractors.segment_attention import resolve_auto_layer
 

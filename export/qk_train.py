@@ -32,7 +32,6 @@ as for the CSA rerankers.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -46,13 +45,11 @@ import numpy as np
 
 from . import ExportError
 from .csa import (
-    ADAPTER_FILES,
-    ADAPTER_TOLERANCE,
-    compare_with_shipped,
+    adapter_for_build,
     positive_labels,
+    save_trained_adapter,
     shipped_adapter_dir,
     trained_recipe_source,
-    training_documents,
 )
 
 __all__ = [
@@ -216,16 +213,7 @@ def train_qk_adapter(
         "loss_first_100": float(np.mean(losses[:100])),
         "loss_last_100": float(np.mean(losses[-100:])),
     })
-    peft_model.save_pretrained(str(out))
-    readme = out / "README.md"
-    if readme.exists():
-        readme.unlink()  # peft's model-card template: not ours to ship
-    config = json.loads((out / "adapter_config.json").read_text(encoding="utf-8"))
-    config["base_model_name_or_path"] = recipe["backbone"]  # not the build's temporary directory
-    (out / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    log["adapter_bytes"] = sum((out / name).stat().st_size for name in ADAPTER_FILES)
-    (out / "train_log.json").write_text(json.dumps(log, indent=2) + "\n", encoding="utf-8")
-    return log
+    return save_trained_adapter(peft_model, out, recipe["backbone"], log)
 
 
 def build_qk_bundle(
@@ -251,29 +239,10 @@ def build_qk_bundle(
     def export(info: dict, target: Path, kwargs: dict) -> dict:
         work = Path(tempfile.mkdtemp(prefix=f".qk-{name}-", dir=target.parent))
         try:
-            docs = training_documents(full, data)
-            origin: dict[str, Any]
-            if docs is None:
-                if not all((shipped / f).is_file() for f in ADAPTER_FILES):
-                    raise ExportError(f"{name}: no training data and no shipped adapter in {shipped}")
-                adapter, origin = shipped, {"source": "shipped adapter", "dir": f"models/adapters/{name}"}
-                say(f"{name}: no training data; using the shipped adapter {shipped}")
-            else:
-                say(f"{name}: training the adapter on {len(docs)} documents")
-                adapter = work / "adapter"
-                origin = {"source": "trained here", "training": train_qk_adapter(full, info["model_dir"], adapter, docs=docs, say=say)}
-                if all((shipped / f).is_file() for f in ADAPTER_FILES):
-                    check = compare_with_shipped(adapter, shipped, origin["training"])
-                    origin["shipped_adapter"] = {
-                        "dir": f"models/adapters/{name}", **check,
-                        "file_sha256": manifest_mod.sha256_file(shipped / "adapter_model.safetensors"),
-                    }
-                    verdict = f"within tolerance by {check['by']}" if check["within_tolerance"] else "OUTSIDE tolerance"
-                    say(f"{name}: retrained adapter vs shipped adapter: max abs diff {check['max_abs_diff']:.3g} "
-                        f"(weights {ADAPTER_TOLERANCE:g}); {verdict}")
-                    if check["within_tolerance"]:
-                        # Reproduced: merge the shipped bits, the bundle a fresh clone builds.
-                        adapter, origin["exported"] = shipped, "shipped adapter"
+            adapter, origin = adapter_for_build(
+                name, full, data, work,
+                lambda docs, out: train_qk_adapter(full, info["model_dir"], out, docs=docs, say=say), say,
+            )
             extra = dict(kwargs["extra_manifest"])
             extra["qk"] = {"adapter": "merged in fp32 (peft merge_and_unload)", "trained": origin, "backbone": full["backbone"]}
             manifest = export_qk_bundle(
