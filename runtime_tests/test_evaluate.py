@@ -536,3 +536,36 @@ def test_keybert_peer_ranks_the_documents_own_ngrams():
         assert all(set(p.split()) <= words for p in phrases), phrases
         assert all(1 <= len(p.split()) <= 3 for p in phrases)
     assert all(" " not in p and p in docs[2].text for p in predictions[2])
+
+
+class _FailsOnMarkedDocuments:
+    """A stand-in system: raises InvalidArgumentError on any batch holding a document whose text has
+    ``BAD`` (as 0.3.1's compat alignment does), predicts the text's first word otherwise."""
+
+    spec = label = "stand-in"
+
+    def predict(self, documents):
+        if any("BAD" in d.text for d in documents):
+            raise InvalidArgumentError("Failed to align word 'BAD' in text.")
+        return [[d.text.split()[0]] for d in documents]
+
+
+def test_a_document_that_fails_scores_zero_and_is_recorded_without_voiding_the_others():
+    from keyatten_lite.evaluation.run import predict_documents
+
+    docs = [Document(str(i), "en", text, ("alpha",)) for i, text in enumerate(["alpha one", "BAD two", "alpha three"])]
+    logged = []
+    predictions, failures = predict_documents(_FailsOnMarkedDocuments(), docs, logged.append)
+    assert predictions == [["alpha"], [], ["alpha"]]
+    assert failures == [{"id": "1", "error": "Failed to align word 'BAD' in text."}]
+    assert any("document by document" in line for line in logged)
+    # No failure: one batch, nothing recorded.
+    assert predict_documents(_FailsOnMarkedDocuments(), [docs[0], docs[2]], logged.append) == ([["alpha"], ["alpha"]], [])
+
+
+def test_when_every_document_fails_the_error_is_the_systems_and_is_raised():
+    from keyatten_lite.evaluation.run import predict_documents
+
+    docs = [Document(str(i), "en", f"BAD {i}", ("x",)) for i in range(3)]
+    with pytest.raises(InvalidArgumentError, match="Failed to align"):
+        predict_documents(_FailsOnMarkedDocuments(), docs, lambda line: None)

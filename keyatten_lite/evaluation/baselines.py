@@ -459,12 +459,16 @@ class QkSystem(System):
         if profile not in ("", "default", "compat"):
             raise InvalidArgumentError(f"{spec!r}: the profile must be 'default' or 'compat', got {profile!r}")
         self.bundle, self.profile = bundle or None, profile or "default"
+        self._extractors: dict[str, Any] = {}  # per language: a document-by-document retry reuses it
 
     def predict(self, documents: Sequence[Document]) -> list[list[str]]:
         from keyatten_lite.extractors.qk_lora import QKLoRAExtractor
 
-        extractor = QKLoRAExtractor(self.bundle, language=_single_language(documents), profile=self.profile,
-                                    intra_op_threads=self.context.threads)
+        language = _single_language(documents)
+        if language not in self._extractors:
+            self._extractors[language] = QKLoRAExtractor(self.bundle, language=language, profile=self.profile,
+                                                         intra_op_threads=self.context.threads)
+        extractor = self._extractors[language]
         return extractor.extract_keywords_batch([d.text for d in documents], top_k=self.context.top_n,
                                                 batch_size=self.context.batch_size)
 

@@ -31,6 +31,30 @@ def read_idf_corpus(path: str) -> list[str]:
     return [d.text for d in read_dataset(target)]
 
 
+def predict_documents(system, documents: Sequence, log=print) -> tuple[list[list[str]], list[dict[str, str]]]:
+    """``system.predict(documents)``; when that raises an error about its input (InvalidArgumentError, e.g.
+    0.3.1's "Failed to align word" under ``profile="compat"``), the documents one at a time, a failing one
+    scoring as an empty list and recorded (id, error), so one document does not void the others' figures.
+    When every document fails the error is the system's, not a document's: it is raised."""
+    try:
+        return system.predict(documents), []
+    except InvalidArgumentError as error:
+        log(f"[eval] {system.spec}: {error}; retrying document by document")
+    predictions: list[list[str]] = []
+    failures: list[dict[str, str]] = []
+    first_error: InvalidArgumentError | None = None
+    for document in documents:
+        try:
+            predictions.append(system.predict([document])[0])
+        except InvalidArgumentError as error:
+            first_error = first_error or error
+            predictions.append([])
+            failures.append({"id": document.id, "error": str(error)})
+    if first_error is not None and len(failures) == len(documents):
+        raise first_error
+    return predictions, failures
+
+
 def run_evaluation(
     documents: Sequence,
     specs: Sequence[str],
@@ -87,8 +111,12 @@ def run_evaluation(
             continue
         log(f"[eval] {system.spec}: {len(documents)} documents ...")
         started = time.perf_counter()
-        predictions = system.predict(documents)
+        predictions, failures = predict_documents(system, documents, log)
         entry["seconds"] = round(time.perf_counter() - started, 3)
+        if failures:
+            entry["failed_documents"] = failures
+            log(f"[eval] {system.spec}: {len(failures)} document(s) failed and score 0, e.g. "
+                f"{failures[0]['id']}: {failures[0]['error']}")
         counts = match_counts(predictions, documents, ks)
         scores = aggregate_scores(counts)
         entry.update(system.describe())
@@ -156,6 +184,11 @@ def evaluation_markdown(result: dict[str, Any]) -> str:
         cells += [f"{entry['scores'][str(k)]['micro_f1']:.3f}" for k in ks]
         cells.append(f"{entry.get('seconds', 0):.1f}")
         lines.append("| " + " | ".join(cells) + " |")
+    for entry in result["systems"]:
+        if entry.get("failed_documents"):
+            first = entry["failed_documents"][0]
+            lines += ["", f"`{entry['label']}`: {len(entry['failed_documents'])} document(s) failed and score 0 "
+                          f"(first: {first['id']}: {first['error']})."]
     if result["comparisons"]:
         confidence = result["comparisons"][0]["confidence"]
         lines += [
