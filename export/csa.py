@@ -10,8 +10,9 @@ LoRA-tuned model (§8); it ships no training code. Here (build time: torch, tran
 2. LoRA (rank ``rank``) on the query/key projections of layers ``first_lora_layer`` .. read layer of the
    base encoder, cut after the read layer ("auto": floor(0.75 L), §9.2). Each step is one document's
    prompt, its candidates in a seeded random order, the document shortened as the runtime does.
-3. Loss (listwise): cross-entropy between softmax(score / temperature) over the candidates and the
-   uniform distribution over the positives; score = the candidate's mean received attention at the
+3. Loss (``loss``, listwise unless the recipe says ``pairwise``; :func:`candidate_loss`): cross-entropy
+   between softmax(score / temperature) over the candidates and the uniform distribution over the
+   positives, or RankNet's logistic loss over every (positive, negative) pair; score = the candidate's mean received attention at the
    read layer (head mean, summed over the query rows), exactly what the runtime ranks by.
 4. The adapter is merged in fp32 (:mod:`.lora`) and exported as an attention bundle of the read layer.
 
@@ -177,6 +178,24 @@ def compare_with_shipped(adapter: str | os.PathLike, shipped: str | os.PathLike,
     return report
 
 
+LOSSES = ("listwise", "pairwise")
+
+
+def candidate_loss(scores, target, temperature: float, kind: str = "listwise"):
+    """The training loss over one prompt's candidates (torch tensors: ``scores`` [n], ``target`` [n] of
+    0/1). ``listwise``: cross-entropy between softmax(scores / temperature) and the uniform distribution
+    over the positives. ``pairwise``: the mean over every (positive, negative) pair of
+    log(1 + exp((s_neg - s_pos) / temperature)) (RankNet); a prompt with no negative costs 0."""
+    import torch
+
+    if kind == "listwise":
+        return -((target / target.sum()) * torch.log_softmax(scores / temperature, dim=0)).sum()
+    positive, negative = scores[target > 0], scores[target <= 0]
+    if negative.numel() == 0:
+        return scores.sum() * 0.0
+    return torch.nn.functional.softplus((negative[None, :] - positive[:, None]) / temperature).mean()
+
+
 def train_csa_adapter(
     recipe: Mapping[str, Any],
     model_dir: str | os.PathLike,
@@ -259,6 +278,9 @@ def train_csa_adapter(
     tokenizer.enable_truncation(max_length=runtime.max_length)
     instruction = DEFAULT_INSTRUCTIONS[language]
     temperature = float(settings["temperature"])
+    loss_kind = settings.get("loss", "listwise")
+    if loss_kind not in LOSSES:
+        raise ExportError(f"{recipe['name']}: loss must be one of {', '.join(LOSSES)}, got {loss_kind!r}")
     rng = random.Random(int(settings["seed"]))
     losses: list[float] = []
     started = time.perf_counter()
@@ -282,7 +304,7 @@ def train_csa_adapter(
             received = outputs.attentions[layer][0].mean(dim=0).sum(dim=0)  # [S]
             scores = torch.stack([received[a:b].mean() for (a, b), _ in keep])
             target = torch.tensor([float(lab) for _, lab in keep])
-            loss = -((target / target.sum()) * torch.log_softmax(scores / temperature, dim=0)).sum()
+            loss = candidate_loss(scores, target, temperature, loss_kind)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -291,6 +313,7 @@ def train_csa_adapter(
                 say(f"{recipe['name']}: epoch {epoch} step {step}/{len(order)} mean loss "
                     f"{np.mean(losses[-200:]):.4f} ({time.perf_counter() - started:.0f} s)")
     log.update({
+        "loss": loss_kind,
         "read_layer": layer,
         "lora_layers": [first, layer],
         "steps": len(losses),

@@ -399,3 +399,27 @@ def test_a_retrained_adapter_is_judged_by_weights_then_by_its_training_trajector
     for changed in ({"loss_last_100": 3.5}, {"docs_with_a_positive": 90}, {"steps": 100}, {"loss_first_100": None}):
         report = csa.compare_with_shipped(tmp_path / "far", tmp_path / "shipped", {**log, **changed})
         assert not report["within_tolerance"] and report["by"] == "neither", changed
+
+
+def test_training_losses_listwise_and_pairwise():
+    torch = pytest.importorskip("torch")
+    from keyatten_lite_export.csa import LOSSES, candidate_loss
+
+    assert LOSSES == ("listwise", "pairwise")
+    scores = torch.tensor([0.30, 0.10, 0.20, 0.05])
+    target = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    # Listwise: cross-entropy against the uniform distribution over the two positives, by hand.
+    log_p = np.log(np.exp(scores.numpy() / 0.1) / np.exp(scores.numpy() / 0.1).sum())
+    assert float(candidate_loss(scores, target, 0.1)) == pytest.approx(-(log_p[0] + log_p[2]) / 2, rel=1e-6)
+    # Pairwise: mean softplus((neg - pos) / T) over the 2 x 2 pairs, by hand.
+    pairs = [(0.30, 0.10), (0.30, 0.05), (0.20, 0.10), (0.20, 0.05)]
+    expected = np.mean([np.log1p(np.exp((n - p) / 0.1)) for p, n in pairs])
+    assert float(candidate_loss(scores, target, 0.1, "pairwise")) == pytest.approx(expected, rel=1e-6)
+    # A positive ranked below a negative costs more than one ranked above it.
+    swapped = torch.tensor([0.10, 0.30, 0.20, 0.05])
+    assert float(candidate_loss(swapped, target, 0.1, "pairwise")) > float(candidate_loss(scores, target, 0.1, "pairwise"))
+    # No negative: nothing to learn, 0, and still differentiable.
+    leaf = torch.tensor([0.3, 0.2], requires_grad=True)
+    zero = candidate_loss(leaf, torch.ones(2), 0.1, "pairwise")
+    zero.backward()
+    assert float(zero) == 0.0 and leaf.grad is not None
