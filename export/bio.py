@@ -451,9 +451,13 @@ def _head_for_build(recipe: Mapping[str, Any], model_dir, data, say) -> BIOHead:
         head.origin["shipped_head"] = {"file": f"models/heads/{name}.json", "file_sha256": manifest_mod.sha256_file(shipped_path), **check}
         if check.get("compared"):
             verdict = "within" if check["within_tolerance"] else "OUTSIDE"
+            f1 = check.get("dev_f1") or {}
             say(
-                f"{name}: retrained head vs shipped head: max abs diff {check['max_abs_diff']:.3g} ({verdict} tolerance "
-                f"{HEAD_TOLERANCE:g}; loose {HEAD_LOOSE_TOLERANCE:g} with dev paths {check.get('dev_viterbi_paths_equal')})"
+                f"{name}: retrained head vs shipped head: max abs diff {check['max_abs_diff']:.3g}, dev paths equal "
+                f"{check.get('dev_viterbi_paths_equal')}, dev F1 {f1.get('trained')} vs {f1.get('shipped')}: {verdict} "
+                f"tolerance ({HEAD_TOLERANCE:g}; {HEAD_LOOSE_TOLERANCE:g} with every dev path equal; "
+                f"{HEAD_FUNCTIONAL_TOLERANCE:g} with dev F1 within {HEAD_DEV_F1_TOLERANCE:g} and "
+                f">= {HEAD_MIN_PATHS_EQUAL:.0%} of the dev paths equal)"
             )
             if check["within_tolerance"]:
                 # The retraining reproduced the shipped head: export the shipped bits, so that a build with
