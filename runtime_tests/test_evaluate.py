@@ -569,3 +569,12 @@ def test_when_every_document_fails_the_error_is_the_systems_and_is_raised():
     docs = [Document(str(i), "en", f"BAD {i}", ("x",)) for i in range(3)]
     with pytest.raises(InvalidArgumentError, match="Failed to align"):
         predict_documents(_FailsOnMarkedDocuments(), docs, lambda line: None)
+
+
+def test_a_run_mixing_languages_is_refused_not_retried_document_by_document():
+    from keyatten_lite.evaluation.baselines import RunContext, build_system
+    from keyatten_lite.evaluation.run import predict_documents
+
+    docs = [Document("a", "en", "alpha one", ("alpha",)), Document("b", "zh", "机器学习", ("机器学习",))]
+    with pytest.raises(InvalidArgumentError, match="mix languages"):
+        predict_documents(build_system("lite-qk", RunContext()), docs, lambda line: None)

@@ -39,6 +39,8 @@ def predict_documents(system, documents: Sequence, log=print) -> tuple[list[list
     try:
         return system.predict(documents), []
     except InvalidArgumentError as error:
+        if len({d.lang for d in documents}) > 1:
+            raise  # "evaluate one language per run": about the run, which one document at a time would hide
         log(f"[eval] {system.spec}: {error}; retrying document by document")
     predictions: list[list[str]] = []
     failures: list[dict[str, str]] = []
