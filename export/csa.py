@@ -12,8 +12,9 @@ LoRA-tuned model (§8); it ships no training code. Here (build time: torch, tran
    prompt, its candidates in a seeded random order, the document shortened as the runtime does.
 3. Loss (``loss``, listwise unless the recipe says ``pairwise``; :func:`candidate_loss`): cross-entropy
    between softmax(score / temperature) over the candidates and the uniform distribution over the
-   positives, or RankNet's logistic loss over every (positive, negative) pair; score = the candidate's mean received attention at the
-   read layer (head mean, summed over the query rows), exactly what the runtime ranks by.
+   positives, or RankNet's logistic loss over every (positive, negative) pair (level on CSL dev:
+   docs/segment_attention.md); score = the candidate's mean received attention at the read layer
+   (head mean, summed over the query rows), exactly what the runtime ranks by.
 4. The adapter is merged in fp32 (:mod:`.lora`) and exported as an attention bundle of the read layer.
 
 Recipes (``models/csa-*.json``, kind ``csa``) name the backbone recipe, the training documents (files
