@@ -54,16 +54,16 @@ def main() -> None:
     from keyatten_lite import CandidateSegmentAttentionExtractor
     from keyatten_lite.evaluation.metrics import match_counts, paired_bootstrap, per_document_scores
     from keyatten_lite.evaluation.provenance import machine_info, now_iso, package_versions
-    from keyatten_lite.extractors.segment_attention import build_segment_text, combine_passes, fuse_rankings, shuffled_orders
+    from keyatten_lite.extractors.segment_attention import combine_passes, fuse_rankings
 
     documents = dev_documents(args.language)
     csa = CandidateSegmentAttentionExtractor(language=args.language, intra_op_threads=args.threads)
+    in_bio_order = CandidateSegmentAttentionExtractor(language=args.language, intra_op_threads=args.threads, candidate_order="bio")
 
     def one_pass(pool, text, seed):
-        ordered = shuffled_orders(list(pool.candidates), "bio" if seed is None else "random", [seed or 0])[0]
-        prompt = build_segment_text(csa.instruction, csa._fit_document(text, ordered), ordered,
-                                    language=args.language, number_candidates=csa.number_candidates)
-        return csa._score_prompts([prompt], 1)[0]
+        """One prompt, built by the extractor itself (order, document fitting, prompt), scored alone."""
+        extractor = in_bio_order if seed is None else csa
+        return csa._score_prompts(extractor._prompts(pool.candidates, text, None if seed is None else [seed]), 1)[0]
 
     rankings: dict[str, dict[str, list[list[str]]]] = {name: {"reranker": [], "fused": []} for name in SETTINGS}
     started = time.perf_counter()
