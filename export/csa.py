@@ -235,6 +235,8 @@ def train_csa_adapter(
         runtime = CandidateSegmentAttentionExtractor(
             recipe["backbone"], language=language, max_candidates=int(settings["max_candidates"]),
             word_candidates=int(settings["word_candidates"]), intra_op_threads=int(settings["torch_threads"]),
+            # Absent in a recipe: the tagger's spans as they come (what the first adapters were trained on).
+            clean_candidates=bool(settings.get("clean_candidates", False)),
         )
         started = time.perf_counter()
         candidates = [runtime.candidates(str(d["text"])) for d in docs]
@@ -412,6 +414,7 @@ def build_csa_bundle(
             n_layers = int(json.loads((Path(merged) / "config.json").read_text(encoding="utf-8"))["num_hidden_layers"])
             layer = resolve_auto_layer(n_layers, list(range(n_layers)))
             settings = {key: full["training"][key] for key in ("max_candidates", "word_candidates")}
+            settings["clean_candidates"] = bool(full["training"].get("clean_candidates", False))
             extra = dict(kwargs.pop("extra_manifest"))
             extra["csa"] = {"read_layer": layer, "adapter": origin, "candidates": settings, "backbone": full["backbone"]}
             manifest = export_bundle(merged, target, name=name, layers=[layer], extra_manifest=extra, **kwargs)

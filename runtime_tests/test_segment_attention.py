@@ -212,13 +212,14 @@ def test_eval_spec_for_csa():
     from keyatten_lite.evaluation.csa_peer import parse_csa_spec
 
     # Parts left out keep the extractor's defaults (None here).
-    assert parse_csa_spec("lite-csa", "") == (None, None, None, None, None, None)
-    assert parse_csa_spec("lite-csa::bio", ":bio") == (None, "bio", None, None, None, None)
-    assert parse_csa_spec("x", "my-bundle:random:3") == ("my-bundle", "random", 3, None, None, None)
-    assert parse_csa_spec("x", "b::2:15:20") == ("b", None, 2, 15, 20, None)
+    assert parse_csa_spec("lite-csa", "") == (None, None, None, None, None, None, None)
+    assert parse_csa_spec("lite-csa::bio", ":bio") == (None, "bio", None, None, None, None, None)
+    assert parse_csa_spec("x", "my-bundle:random:3") == ("my-bundle", "random", 3, None, None, None, None)
+    assert parse_csa_spec("x", "b::2:15:20") == ("b", None, 2, 15, 20, None, None)
     assert parse_csa_spec("x", "b::::20:reranker")[5] is False and parse_csa_spec("x", ":::::fused")[5] is True
+    assert parse_csa_spec("x", "::::::raw")[6] is False and parse_csa_spec("x", "b:::::reranker:clean")[5:] == (False, True)
     for bad in (":sideways", "::0", ":random:x", "a:random:1:extra", "a:random:1:2:1", "a:random:1:2:3:4",
-                "a:random:1:2:3:mixed", "a:random:1:2:3:fused:x"):
+                "a:random:1:2:3:mixed", "a:random:1:2:3:fused:x", "a:random:1:2:3:fused:tidy", "::::::clean:x"):
         with pytest.raises(InvalidArgumentError):
             parse_csa_spec("lite-csa:" + bad, bad)
     system = build_system("lite-csa::random:5", RunContext())
@@ -423,3 +424,75 @@ def test_training_losses_listwise_and_pairwise():
     zero = candidate_loss(leaf, torch.ones(2), 0.1, "pairwise")
     zero.backward()
     assert float(zero) == 0.0 and leaf.grad is not None
+
+
+def test_span_rules_for_the_taggers_candidates():
+    from keyatten_lite.text.spans import is_malformed, keeps_word_boundaries, word_boundaries
+
+    for good in ("电动汽车(EVs)", "“印象”", "Ce3+", "RT-PCR", "\"十二五\"发展规划", "反向混淆", "genetic algorithms"):
+        assert not is_malformed(good), good
+    for bad in ("(正向", "正向)", "规则,", "，混淆", "a (b", "\"quoted", "", "  ", "《标题", "x]"):
+        assert is_malformed(bad), bad
+    words = ["反向", "混淆", "规则", "与", "反向", "混"]
+    text = "".join(words)
+    bounds = word_boundaries(words)
+    assert bounds == {0, 2, 4, 6, 7, 9, 10}
+    assert keeps_word_boundaries(text, "反向混淆", bounds)
+    assert keeps_word_boundaries(text, "反向混", bounds)  # its second occurrence ends on a boundary
+    assert not keeps_word_boundaries(text, "向混淆", bounds) and not keeps_word_boundaries(text, "淆规", bounds)
+    assert keeps_word_boundaries(text, "不在文中", bounds)  # not verbatim in the text: not judged
+
+
+@pytest.mark.parametrize("text", [
+    DOC, "采用修正的Rodrigues参数(MRP),建立了 飞行器\n\t姿态模型。", "emoji 😀 与组合字符 é 和\u200b零宽\x00控制",
+    "全角ＡＢＣ１２３　空格", "\ud800孤立代理", "",
+])
+def test_dictionary_segmentation_covers_every_character(text):
+    from keyatten_lite.text.segment import ChineseSegmenter
+
+    assert "".join(ChineseSegmenter().dictionary_words(text)) == text
+    with pytest.raises(InvalidArgumentError):
+        ChineseSegmenter().dictionary_words(b"bytes")
+
+
+class _SpanTagger:
+    """A BIO tagger stand-in that proposes fixed spans, best first."""
+
+    def __init__(self, spans):
+        self.spans = spans
+
+    def extract_spans_profile(self, text, profile="high_recall"):
+        return [(span, 1.0 - i / 100) for i, span in enumerate(self.spans)]
+
+
+def test_clean_candidates_leave_out_fragments_and_fill_their_places():
+    from conftest import default_bundle_path
+
+    default_bundle_path("e5-small-zh")
+    text = "反向混淆规则适用于竞争关系，(正向混淆)与反向混淆不同。"
+    spans = ["(正向", "反向混淆", "反", "向混淆", "竞争关系", "正向)", "混淆规则", "规则", "，", "适用"]
+    made = {}
+    for clean in (True, False):
+        extractor = CandidateSegmentAttentionExtractor("e5-small-zh", language="zh", max_candidates=4, clean_candidates=clean)
+        extractor._bio = _SpanTagger(spans)
+        made[clean] = extractor.candidate_pool(text)
+    assert made[False].bio_ranking == ("(正向", "反向混淆", "反", "向混淆")
+    # the malformed, the lone character and the word fragment go; the next well-formed spans take their places
+    assert made[True].bio_ranking == ("反向混淆", "竞争关系", "混淆规则", "规则")
+    assert made[True].candidates == made[True].bio_ranking
+    assert CandidateSegmentAttentionExtractor("e5-small-zh", language="zh").clean_candidates is True
+    with pytest.raises(InvalidArgumentError, match="clean_candidates"):
+        CandidateSegmentAttentionExtractor("e5-small-zh", language="zh", clean_candidates="yes")
+    with pytest.raises(InvalidArgumentError, match="clean_candidates"):
+        CandidateSegmentAttentionExtractor("e5-small-zh", language="zh", profile="compat", clean_candidates=True)
+    assert CandidateSegmentAttentionExtractor("e5-small-zh", language="zh", profile="compat").clean_candidates is False
+
+
+def test_clean_candidates_in_english_drop_malformed_spans_only():
+    from conftest import default_bundle_path
+
+    default_bundle_path("minilm-l6-en")
+    extractor = CandidateSegmentAttentionExtractor("minilm-l6-en", language="en", max_candidates=3)
+    extractor._bio = _SpanTagger(["(genetic", "a", "genetic algorithms", "algorithms,", "search"])
+    pool = extractor.candidate_pool("A search with genetic algorithms, (genetic search).")
+    assert pool.bio_ranking == ("a", "genetic algorithms", "search")

@@ -38,7 +38,7 @@ SYSTEM_SPECS: dict[str, str] = {
     "jieba-textrank": "jieba.analyse.textrank (Chinese)",
     "keyatten:<hf_model_dir>:<method>": "keyatten 0.3.1 on torch with the same checkpoint",
     "keybert": "KeyBERT 0.9.0 with all-MiniLM-L6-v2 (evaluation/keybert_peer.py)",
-    "lite-csa[:<bundle>[:<order>[:<seeds>[:<words>[:<bio>[:<ranking>]]]]]]": "keyatten-lite CandidateSegmentAttentionExtractor: BIO candidates "
+    "lite-csa[:<bundle>[:<order>[:<seeds>[:<words>[:<bio>[:<ranking>[:<spans>]]]]]]]": "keyatten-lite CandidateSegmentAttentionExtractor: BIO candidates "
     "listed after the document, ranked by received attention (evaluation/csa_peer.py)",
     "lite-qk[:<bundle>[:<profile>]]": "keyatten-lite QKLoRAExtractor: word candidates scored by the last token's "
     "query against their keys; the language's trained QK bundle and the default profile unless named",
@@ -430,24 +430,25 @@ class KeyBertSystem(System):
 
 
 class CsaSystem(System):
-    """``lite-csa[:<bundle>[:<order>[:<seeds>[:<words>[:<bio>[:<ranking>]]]]]]`` (evaluation/csa_peer.py)."""
+    """``lite-csa[:<bundle>[:<order>[:<seeds>[:<words>[:<bio>[:<ranking>[:<spans>]]]]]]]`` (evaluation/csa_peer.py)."""
 
     def __init__(self, spec: str, context: RunContext, rest: str) -> None:
         from .csa_peer import parse_csa_spec
 
         super().__init__(spec, context)
-        self.bundle, self.order, self.n_seeds, self.words, self.bio, self.fusion = parse_csa_spec(spec, rest)
+        self.bundle, self.order, self.n_seeds, self.words, self.bio, self.fusion, self.clean = parse_csa_spec(spec, rest)
 
     def predict(self, documents: Sequence[Document]) -> list[list[str]]:
         from .csa_peer import csa_predict
 
         texts = [d.text for d in documents]
         return csa_predict(texts, _single_language(documents), self.bundle, self.order, self.n_seeds,
-                           self.words, self.bio, self.context.top_n, self.context.threads, self.fusion)
+                           self.words, self.bio, self.context.top_n, self.context.threads, self.fusion, self.clean)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "bundle": self.bundle, "order": self.order, "seeds": self.n_seeds, "words": self.words, "bio": self.bio,
-                "ranking": None if self.fusion is None else ("fused" if self.fusion else "reranker")}
+                "ranking": None if self.fusion is None else ("fused" if self.fusion else "reranker"),
+                "spans": None if self.clean is None else ("clean" if self.clean else "raw")}
 
 
 class QkSystem(System):

@@ -1,11 +1,13 @@
 """CandidateSegmentAttentionExtractor as an eval system (``lite-csa``, built in baselines.py).
 
-``lite-csa[:<bundle>[:<order>[:<seeds>[:<words>[:<bio>[:<ranking>]]]]]]``: ``bundle`` defaults to what
+``lite-csa[:<bundle>[:<order>[:<seeds>[:<words>[:<bio>[:<ranking>[:<spans>]]]]]]]``: ``bundle`` defaults to what
 ``CandidateSegmentAttentionExtractor`` picks for the evaluated language (the trained reranker bundle when it
 is built, else the default bundle zero-shot), ``order`` is ``random`` or ``bio``, ``seeds`` the number of
 shuffles (seeds 42, 43, ...), ``words`` the default extractor's keywords added as candidates, ``bio`` the BIO
 candidates, ``ranking`` ``fused`` (the reranker's order fused with the tagger's and the default
-extractor's, the default profile) or ``reranker`` (the reranker's order alone, as 0.3.1). A part left empty keeps the extractor's default (with a trained bundle: the candidates it was
+extractor's, the default profile) or ``reranker`` (the reranker's order alone, as 0.3.1), ``spans`` ``clean``
+(the tagger's malformed spans and Chinese word fragments left out, the default profile) or ``raw`` (as the
+tagger gives them, as 0.3.1). A part left empty keeps the extractor's default (with a trained bundle: the candidates it was
 trained on and 3 seeds; zero-shot: 30 BIO candidates, no words, 1 seed).
 """
 
@@ -15,11 +17,13 @@ from typing import Sequence
 
 from keyatten_lite.errors import InvalidArgumentError
 
-SPEC = "lite-csa[:<bundle>[:<order>[:<seeds>[:<words>[:<bio>[:<ranking>]]]]]]"
+SPEC = "lite-csa[:<bundle>[:<order>[:<seeds>[:<words>[:<bio>[:<ranking>[:<spans>]]]]]]]"
 
 
-def parse_csa_spec(spec: str, rest: str) -> tuple[str | None, str | None, int | None, int | None, int | None, bool | None]:
-    """(bundle, order, seeds, word candidates, BIO candidates, rank fusion) of a ``lite-csa`` spec, None where the
+def parse_csa_spec(
+    spec: str, rest: str
+) -> tuple[str | None, str | None, int | None, int | None, int | None, bool | None, bool | None]:
+    """(bundle, order, seeds, word candidates, BIO candidates, rank fusion, clean spans) of a ``lite-csa`` spec, None where the
     spec leaves the extractor's default; InvalidArgumentError if malformed."""
     parts = rest.split(":") if rest else []
     part = lambda i: parts[i] if len(parts) > i and parts[i] else None  # noqa: E731
@@ -30,21 +34,25 @@ def parse_csa_spec(spec: str, rest: str) -> tuple[str | None, str | None, int | 
         raise InvalidArgumentError(f"{spec}: seeds, words and bio must be ints") from None
     within = lambda value, low, high: value is None or low <= value <= high  # noqa: E731
     if (order not in (None, "random", "bio") or not within(n_seeds, 1, 64) or not within(words, 0, 100)
-            or not within(bio, 2, 100) or part(5) not in (None, "fused", "reranker") or len(parts) > 6):
+            or not within(bio, 2, 100) or part(5) not in (None, "fused", "reranker")
+            or part(6) not in (None, "clean", "raw") or len(parts) > 7):
         raise InvalidArgumentError(
-            f"{spec}: expected {SPEC} with order random|bio, 1-64 seeds, 0-100 words, 2-100 bio, ranking fused|reranker")
+            f"{spec}: expected {SPEC} with order random|bio, 1-64 seeds, 0-100 words, 2-100 bio, ranking fused|reranker, "
+            "spans clean|raw")
     fusion = None if part(5) is None else part(5) == "fused"
-    return bundle, order, n_seeds, words, bio, fusion
+    clean = None if part(6) is None else part(6) == "clean"
+    return bundle, order, n_seeds, words, bio, fusion, clean
 
 
 def csa_predict(texts: Sequence[str], language: str, bundle: str | None, order: str | None, n_seeds: int | None,
                 words: int | None, bio: int | None, top_n: int, threads: int | None,
-                fusion: bool | None = None) -> list[list[str]]:
+                fusion: bool | None = None, clean: bool | None = None) -> list[list[str]]:
     from keyatten_lite.extractors.segment_attention import CandidateSegmentAttentionExtractor
 
     extractor = CandidateSegmentAttentionExtractor(
         bundle, language=language, candidate_order=order,
         random_seeds=[42 + i for i in range(n_seeds)] if n_seeds is not None else None,
         intra_op_threads=threads, word_candidates=words, max_candidates=bio, rank_fusion=fusion,
+        clean_candidates=clean,
     )
     return extractor.extract_keywords_batch(list(texts), top_k=top_n)

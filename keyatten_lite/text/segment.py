@@ -241,6 +241,14 @@ class ChineseSegmenter:
                 tags.append(pair.flag)
         return merge_english_words(words, tags)
 
+    def dictionary_words(self, text: str) -> list[str]:
+        """jieba's dictionary segmentation of ``text`` (no HMM, so unknown runs stay single characters
+        rather than guessed words; no tags, no 《》 registration): every character of ``text``, in order."""
+        if not isinstance(text, str):
+            raise InvalidArgumentError(f"text must be a str, got {type(text).__name__}")
+        with self._lock:
+            return list(self._ready().tokenizer.cut(text, HMM=False))
+
     def dictionary_fingerprint(self) -> str:
         """sha256 of the user dictionary content and the title terms registered so far.
 
