@@ -429,7 +429,8 @@ def test_training_losses_listwise_and_pairwise():
 def test_span_rules_for_the_taggers_candidates():
     from keyatten_lite.text.spans import is_malformed, keeps_word_boundaries, word_boundaries
 
-    for good in ("电动汽车(EVs)", "“印象”", "Ce3+", "RT-PCR", "\"十二五\"发展规划", "反向混淆", "genetic algorithms"):
+    for good in ("电动汽车(EVs)", "“印象”", "Ce3+", "RT-PCR", "\"十二五\"发展规划", "反向混淆", "genetic algorithms",
+                 "Young's modulus", "Young’s modulus", "students'", "‘quoted’"):
         assert not is_malformed(good), good
     for bad in ("(正向", "正向)", "规则,", "，混淆", "a (b", "\"quoted", "", "  ", "《标题", "x]"):
         assert is_malformed(bad), bad

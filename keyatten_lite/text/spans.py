@@ -14,9 +14,12 @@ from typing import Collection, Sequence
 
 __all__ = ["is_cjk", "is_malformed", "keeps_word_boundaries", "word_boundaries"]
 
-_OPENING = "([{（【《〈「『“‘"
-_CLOSING = ")]}）】》〉」』”’"
-_SYMMETRIC_QUOTES = "\"'"
+_OPENING = "([{（【《〈「『“"
+_CLOSING = ")]}）】》〉」』”"
+# Straight double quotes pair with themselves; single quotes (' and ’) are not counted: they are also the
+# apostrophe (Young's modulus).
+_SYMMETRIC_QUOTES = "\""
+_APOSTROPHES = "'’‘"
 
 
 def is_cjk(character: str) -> bool:
@@ -25,9 +28,10 @@ def is_cjk(character: str) -> bool:
 
 
 def is_malformed(span: str) -> bool:
-    """Blank, a bracket pair left open or closed alone, an odd number of straight quotes, or
-    punctuation at an edge other than a bracket or quote that opens at the start or closes at the end
-    (``电动汽车(EVs)``, ``“印象”`` and ``Ce3+`` are well formed; ``(正向``, ``正向)``, ``规则,`` are not)."""
+    """Blank, a bracket pair left open or closed alone, an odd number of straight double quotes, or
+    punctuation at an edge other than a bracket or quote that opens at the start or closes at the end, or
+    an apostrophe (``电动汽车(EVs)``, ``“印象”``, ``Ce3+``, ``Young's modulus``, ``students'`` are well
+    formed; ``(正向``, ``正向)``, ``规则,`` are not)."""
     text = span.strip()
     if not text:
         return True
@@ -37,9 +41,9 @@ def is_malformed(span: str) -> bool:
     if any(text.count(quote) % 2 for quote in _SYMMETRIC_QUOTES):
         return True
     first, last = text[0], text[-1]
-    if unicodedata.category(first).startswith("P") and first not in _OPENING and first not in _SYMMETRIC_QUOTES:
+    if unicodedata.category(first).startswith("P") and first not in _OPENING + _SYMMETRIC_QUOTES + _APOSTROPHES:
         return True
-    return unicodedata.category(last).startswith("P") and last not in _CLOSING and last not in _SYMMETRIC_QUOTES
+    return unicodedata.category(last).startswith("P") and last not in _CLOSING + _SYMMETRIC_QUOTES + _APOSTROPHES
 
 
 def word_boundaries(words: Sequence[str]) -> frozenset[int]:
