@@ -432,7 +432,7 @@ def test_span_rules_for_the_taggers_candidates():
     for good in ("电动汽车(EVs)", "“印象”", "Ce3+", "RT-PCR", "\"十二五\"发展规划", "反向混淆", "genetic algorithms",
                  "Young's modulus", "Young’s modulus", "students'", "‘quoted’"):
         assert not is_malformed(good), good
-    for bad in ("(正向", "正向)", "规则,", "，混淆", "a (b", "\"quoted", "", "  ", "《标题", "x]"):
+    for bad in ("(正向", "正向)", "规则,", "，混淆", "a (b", "\"quoted", "", "  ", "《标题", "x]", "‘长林"):
         assert is_malformed(bad), bad
     words = ["反向", "混淆", "规则", "与", "反向", "混"]
     text = "".join(words)

@@ -16,8 +16,8 @@ __all__ = ["is_cjk", "is_malformed", "keeps_word_boundaries", "word_boundaries"]
 
 _OPENING = "([{（【《〈「『“"
 _CLOSING = ")]}）】》〉」』”"
-# Straight double quotes pair with themselves; single quotes (' and ’) are not counted: they are also the
-# apostrophe (Young's modulus).
+# Straight double quotes pair with themselves; ' and ’ are also the apostrophe (Young's modulus), so
+# only an opening ‘ with no ’ to close it counts as unpaired.
 _SYMMETRIC_QUOTES = "\""
 _APOSTROPHES = "'’‘"
 
@@ -31,7 +31,7 @@ def is_malformed(span: str) -> bool:
     """Blank, a bracket pair left open or closed alone, an odd number of straight double quotes, or
     punctuation at an edge other than a bracket or quote that opens at the start or closes at the end, or
     an apostrophe (``电动汽车(EVs)``, ``“印象”``, ``Ce3+``, ``Young's modulus``, ``students'`` are well
-    formed; ``(正向``, ``正向)``, ``规则,`` are not)."""
+    formed; ``(正向``, ``正向)``, ``规则,``, ``‘长林`` are not)."""
     text = span.strip()
     if not text:
         return True
@@ -39,6 +39,8 @@ def is_malformed(span: str) -> bool:
         if text.count(opening) != text.count(closing):
             return True
     if any(text.count(quote) % 2 for quote in _SYMMETRIC_QUOTES):
+        return True
+    if text.count("‘") > text.count("’"):  # an opening single quote left open (a lone ’ may be an apostrophe)
         return True
     first, last = text[0], text[-1]
     if unicodedata.category(first).startswith("P") and first not in _OPENING + _SYMMETRIC_QUOTES + _APOSTROPHES:
