@@ -295,6 +295,12 @@ def test_a_trained_reranker_bundle_is_the_default_with_its_candidate_settings(ti
     assert (mine.max_candidates, mine.seeds()) == (5, [1])
     compat = CandidateSegmentAttentionExtractor(str(target), language="zh", profile="compat")
     assert (compat.max_candidates, compat.word_candidates, compat.seeds()) == (30, 0, [42])
+    # English keeps raw spans by default, unless the bundle was trained on clean ones
+    assert CandidateSegmentAttentionExtractor(str(target), language="en").clean_candidates is False
+    manifest["csa"]["candidates"]["clean_candidates"] = True
+    (target / "bundle.json").write_text(json.dumps(manifest), encoding="utf-8")
+    assert CandidateSegmentAttentionExtractor(str(target), language="en").clean_candidates is True
+    assert CandidateSegmentAttentionExtractor(str(target), language="en", clean_candidates=False).clean_candidates is False
     # a damaged record is refused with a clear error
     manifest["csa"] = {"candidates": {"max_candidates": "20"}}
     (target / "bundle.json").write_text(json.dumps(manifest), encoding="utf-8")

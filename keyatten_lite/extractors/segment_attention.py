@@ -338,8 +338,8 @@ class CandidateSegmentAttentionExtractor:
             raise InvalidArgumentError("rank_fusion: 0.3.1 (profile='compat') ranks by the reranker alone")
         if clean_candidates is None:
             # Chosen on dev (F1@10, shipped rerankers): CSL dev .222 -> .228; Inspec dev .302 -> .300, so
-            # English keeps the spans its reranker was trained on unless asked.
-            clean_candidates = profile == "default" and language == "zh"
+            # English keeps the spans its reranker was trained on unless asked, or trained on clean spans.
+            clean_candidates = profile == "default" and (language == "zh" or (trained or {}).get("clean_candidates") is True)
         if not isinstance(clean_candidates, bool):
             raise InvalidArgumentError(f"clean_candidates must be a bool, got {clean_candidates!r}")
         if clean_candidates and profile == "compat":
