@@ -340,8 +340,7 @@ def test_built_reranker_was_retrained_to_the_shipped_adapter(name):
         assert check["by"] == "training trajectory", check
         assert all(v["within"] for k, v in check["trajectory"].items() if k != "steps"), check
     # the trained-on candidates are what the runtime defaults to with this bundle
-    recipe = load_recipe(name)
-    training = recipe["training"]
+    training = load_recipe(name)["training"]
     assert csa["candidates"] == {
         **{key: training[key] for key in ("max_candidates", "word_candidates")},
         "clean_candidates": bool(training.get("clean_candidates", False)),  # absent in a recipe: raw spans

@@ -396,7 +396,7 @@ class CandidateSegmentAttentionExtractor:
         """``clean_candidates``: the tagger's spans without the malformed ones and, for Chinese, without
         lone characters and spans that cut a word of jieba's dictionary segmentation
         (:mod:`keyatten_lite.text.spans`); the order is kept, so the next spans fill the freed places."""
-        from keyatten_lite.text.spans import is_cjk, is_malformed, keeps_word_boundaries, word_boundaries
+        from keyatten_lite.text.spans import is_lone_ideograph, is_malformed, keeps_word_boundaries, word_boundaries
 
         boundaries = None
         if self.language == "zh":
@@ -412,12 +412,10 @@ class CandidateSegmentAttentionExtractor:
             span = item[0] if isinstance(item, (tuple, list)) else item
             if not isinstance(span, str) or is_malformed(span):
                 continue
-            if self.language == "zh":
-                stripped = span.strip()
-                if len(stripped) == 1 and is_cjk(stripped):
-                    continue
-                if boundaries is not None and not keeps_word_boundaries(text, span, boundaries):
-                    continue
+            if self.language == "zh" and (
+                is_lone_ideograph(span) or (boundaries is not None and not keeps_word_boundaries(text, span, boundaries))
+            ):
+                continue
             kept.append(item)
         return kept
 

@@ -12,19 +12,20 @@ from __future__ import annotations
 import unicodedata
 from typing import Collection, Sequence
 
-__all__ = ["is_cjk", "is_malformed", "keeps_word_boundaries", "word_boundaries"]
+from keyatten_lite.text.language import CJK_IDEOGRAPH
+
+__all__ = ["is_lone_ideograph", "is_malformed", "keeps_word_boundaries", "word_boundaries"]
 
 _OPENING = "([{（【《〈「『“"
 _CLOSING = ")]}）】》〉」』”"
 # Straight double quotes pair with themselves; ' and ’ are also the apostrophe (Young's modulus), so
-# only an opening ‘ with no ’ to close it counts as unpaired.
-_SYMMETRIC_QUOTES = "\""
-_APOSTROPHES = "'’‘"
+# only an opening ‘ with no ’ to close it counts as unpaired. Quotes may stand at either edge.
+_EDGE_QUOTES = "\"'’‘"
 
 
-def is_cjk(character: str) -> bool:
-    """A CJK unified ideograph (basic block or extension A)."""
-    return "\u4e00" <= character <= "\u9fff" or "\u3400" <= character <= "\u4dbf"
+def is_lone_ideograph(span: str) -> bool:
+    """One CJK ideograph and nothing else (surrounding whitespace ignored)."""
+    return CJK_IDEOGRAPH.fullmatch(span.strip()) is not None
 
 
 def is_malformed(span: str) -> bool:
@@ -38,14 +39,14 @@ def is_malformed(span: str) -> bool:
     for opening, closing in zip(_OPENING, _CLOSING):
         if text.count(opening) != text.count(closing):
             return True
-    if any(text.count(quote) % 2 for quote in _SYMMETRIC_QUOTES):
+    if text.count('"') % 2:
         return True
     if text.count("‘") > text.count("’"):  # an opening single quote left open (a lone ’ may be an apostrophe)
         return True
     first, last = text[0], text[-1]
-    if unicodedata.category(first).startswith("P") and first not in _OPENING + _SYMMETRIC_QUOTES + _APOSTROPHES:
+    if unicodedata.category(first).startswith("P") and first not in _OPENING + _EDGE_QUOTES:
         return True
-    return unicodedata.category(last).startswith("P") and last not in _CLOSING + _SYMMETRIC_QUOTES + _APOSTROPHES
+    return unicodedata.category(last).startswith("P") and last not in _CLOSING + _EDGE_QUOTES
 
 
 def word_boundaries(words: Sequence[str]) -> frozenset[int]:
