@@ -436,21 +436,40 @@ def test_training_losses_listwise_and_pairwise():
 
 
 def test_span_rules_for_the_taggers_candidates():
-    from keyatten_lite.text.spans import is_malformed, keeps_word_boundaries, word_boundaries
+    from keyatten_lite.text.spans import WordGrid, align_to_words, is_malformed
 
     for good in ("电动汽车(EVs)", "“印象”", "Ce3+", "RT-PCR", "\"十二五\"发展规划", "反向混淆", "genetic algorithms",
                  "Young's modulus", "Young’s modulus", "students'", "‘quoted’"):
         assert not is_malformed(good), good
     for bad in ("(正向", "正向)", "规则,", "，混淆", "a (b", "\"quoted", "", "  ", "《标题", "x]", "‘长林"):
         assert is_malformed(bad), bad
-    words = ["反向", "混淆", "规则", "与", "反向", "混"]
+    words = ["的", "反向", "混淆", "规则", "与", "反向", "混", "和"]
+    tags = ["uj", "d", "v", "n", "p", "d", "v", "c"]
     text = "".join(words)
-    bounds = word_boundaries(words)
-    assert bounds == {0, 2, 4, 6, 7, 9, 10}
-    assert keeps_word_boundaries(text, "反向混淆", bounds)
-    assert keeps_word_boundaries(text, "反向混", bounds)  # its second occurrence ends on a boundary
-    assert not keeps_word_boundaries(text, "向混淆", bounds) and not keeps_word_boundaries(text, "淆规", bounds)
-    assert keeps_word_boundaries(text, "不在文中", bounds)  # not verbatim in the text: not judged
+    grid = WordGrid.of(text, words, tags)
+    assert grid.starts == (0, 1, 3, 5, 7, 8, 10, 11, 12)
+    assert align_to_words("反向混淆", grid) == "反向混淆"  # on boundaries already
+    # a fragment is widened to the words it cuts, at its first occurrence (the later "反向混" ends on a
+    # boundary but is still a piece of 反向混淆 where the tagger first found it)
+    assert align_to_words("向混淆", grid) == "反向混淆" and align_to_words("反向混", grid) == "反向混淆"
+    assert align_to_words("淆规", grid) == "混淆规则"
+    # edge function words go: a leading particle or preposition, a trailing conjunction; never the last word
+    assert align_to_words("的反向混淆", grid) == "反向混淆"
+    assert align_to_words("与反向混和", grid) == "反向混"
+    assert align_to_words("的", grid) == "的"
+    assert align_to_words("规则与", grid) == "规则与"  # a preposition is trimmed at the start only
+    assert align_to_words("不在文中", grid) == "不在文中"  # not verbatim in the text: left as it is
+    assert WordGrid.of(text, words[:-1], tags[:-1]) is None  # a segmentation that misses a character
+    assert WordGrid.of(text, words, tags[:-1]) is None
+
+
+def test_dictionary_tags_name_function_words():
+    from keyatten_lite.text.segment import ChineseSegmenter
+
+    segmenter = ChineseSegmenter()
+    tags = segmenter.dictionary_tags(["的", "和", "通过", "竞争", "不在词典的词qz"])
+    assert tags[0].startswith("u") and tags[1].startswith("c") and tags[2].startswith("p")
+    assert tags[3][:1] in "nv" and tags[4] == "x"
 
 
 @pytest.mark.parametrize("text", [
@@ -480,15 +499,17 @@ def test_clean_candidates_leave_out_fragments_and_fill_their_places():
 
     default_bundle_path("e5-small-zh")
     text = "反向混淆规则适用于竞争关系，(正向混淆)与反向混淆不同。"
-    spans = ["(正向", "反向混淆", "反", "向混淆", "竞争关系", "正向)", "混淆规则", "规则", "，", "适用"]
+    spans = ["(正向", "反向混淆", "反", "反向混淆规则适用于竞争关系", "向混淆", "竞争关系", "正向)", "于竞争关系", "淆规", "规则", "，", "适用"]
     made = {}
     for clean in (True, False):
         extractor = CandidateSegmentAttentionExtractor("e5-small-zh", language="zh", max_candidates=4, clean_candidates=clean)
         extractor._bio = _SpanTagger(spans)
         made[clean] = extractor.candidate_pool(text)
-    assert made[False].bio_ranking == ("(正向", "反向混淆", "反", "向混淆")
-    # the malformed, the lone character and the word fragment go; the next well-formed spans take their places
-    assert made[True].bio_ranking == ("反向混淆", "竞争关系", "混淆规则", "规则")
+    assert made[False].bio_ranking == ("(正向", "反向混淆", "反", "反向混淆规则适用于竞争关系")
+    # the malformed and the run-on over MAX_CLEAN_SPAN_CHARS go; a fragment is widened to its words (反 to
+    # 反向, 向混淆 onto 反向混淆, 淆规 to 混淆规则) and a leading preposition trimmed (于竞争关系 onto
+    # 竞争关系); spans that land on an earlier one are deduplicated, the next ones take the freed places
+    assert made[True].bio_ranking == ("反向混淆", "反向", "竞争关系", "混淆规则")
     assert made[True].candidates == made[True].bio_ranking
     assert CandidateSegmentAttentionExtractor("e5-small-zh", language="zh").clean_candidates is True
     with pytest.raises(InvalidArgumentError, match="clean_candidates"):

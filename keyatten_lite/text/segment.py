@@ -249,6 +249,13 @@ class ChineseSegmenter:
         with self._lock:
             return list(self._ready().tokenizer.cut(text, HMM=False))
 
+    def dictionary_tags(self, words: Sequence[str]) -> list[str]:
+        """jieba's dictionary tag of each of ``words`` (``x`` for a word the dictionary lacks, as the
+        single characters of an unknown run in :meth:`dictionary_words`)."""
+        with self._lock:
+            table = self._ready().word_tag_tab
+            return [table.get(word, "x") for word in words]
+
     def dictionary_fingerprint(self) -> str:
         """sha256 of the user dictionary content and the title terms registered so far.
 
