@@ -6,7 +6,8 @@ is built, else the default bundle zero-shot), ``order`` is ``random`` or ``bio``
 shuffles (seeds 42, 43, ...), ``words`` the default extractor's keywords added as candidates, ``bio`` the BIO
 candidates, ``ranking`` ``fused`` (the reranker's order fused with the tagger's and the default
 extractor's, the default profile) or ``reranker`` (the reranker's order alone, as 0.3.1), ``spans`` ``clean``
-(the tagger's malformed spans and Chinese word fragments left out, the default profile's choice for Chinese)
+(the tagger's malformed spans left out and Chinese spans put on word boundaries, the default profile's choice
+for Chinese)
 or ``raw`` (as the tagger gives them: 0.3.1, and the default for English). A part left empty keeps the extractor's default (with a trained bundle: the candidates it was
 trained on and 3 seeds; zero-shot: 30 BIO candidates, no words, 1 seed).
 """
