@@ -459,6 +459,8 @@ def test_span_rules_for_the_taggers_candidates():
     assert align_to_words("的", grid) == "的"
     assert align_to_words("规则与", grid) == "规则与"  # a preposition is trimmed at the start only
     assert align_to_words("不在文中", grid) == "不在文中"  # not verbatim in the text: left as it is
+    untagged = WordGrid.of(text, words, [""] + tags[1:])  # a word with no tag is not a function word
+    assert align_to_words("的反向混淆", untagged) == "的反向混淆"
     assert WordGrid.of(text, words[:-1], tags[:-1]) is None  # a segmentation that misses a character
     assert WordGrid.of(text, words, tags[:-1]) is None
 

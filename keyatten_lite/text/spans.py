@@ -28,8 +28,8 @@ _EDGE_QUOTES = "\"'’‘"
 # jieba tag classes (first letter) of the words trimmed from a span's edges: particles (的 uj, 了 ul, 等 u),
 # conjunctions (和, 以及) and, at the start only, prepositions (对, 通过, 基于). Verbs stay: 22 % of CSL dev
 # gold keywords of two or more words start with one (构建…, 树立…).
-_LEADING_FUNCTION_TAGS = "ucp"
-_TRAILING_FUNCTION_TAGS = "uc"
+_LEADING_FUNCTION_TAGS = frozenset("ucp")
+_TRAILING_FUNCTION_TAGS = frozenset("uc")
 
 
 def is_lone_ideograph(span: str) -> bool:
@@ -91,7 +91,7 @@ def align_to_words(span: str, grid: WordGrid) -> str:
         return span
     low = bisect.bisect_right(starts, start) - 1  # the word holding the span's first character
     high = bisect.bisect_left(starts, start + len(span))  # one past the word holding its last
-    while high - low > 1 and grid.tags[low][:1] in _LEADING_FUNCTION_TAGS:
+    while high - low > 1 and grid.tags[low][:1] in _LEADING_FUNCTION_TAGS:  # a set: "" (no tag) is no class
         low += 1
     while high - low > 1 and grid.tags[high - 1][:1] in _TRAILING_FUNCTION_TAGS:
         high -= 1
