@@ -535,3 +535,23 @@ def test_clean_candidates_in_english_drop_malformed_spans_only():
     default._bio = _SpanTagger(spans)
     assert default.clean_candidates is False
     assert default.candidate_pool(text).bio_ranking == tuple(spans[:4])
+
+
+def test_scored_passes_are_what_the_ranking_averages_and_fuses():
+    from conftest import default_bundle_path
+
+    default_bundle_path("csa-e5-small-zh")
+    extractor = CandidateSegmentAttentionExtractor(language="zh")
+    text = "反向混淆规则适用于商标侵权纠纷。本文讨论反向混淆的构成要件、竞争关系与混淆可能性的判断，并比较美国与中国的司法实践。"
+    pool = extractor.candidate_pool(text)
+    passes = extractor.scored_passes(text, pool)
+    assert len(passes) == len(extractor.seeds()) == 3
+    assert all(set(p) <= set(pool.candidates) and len(p) >= 2 for p in passes)
+    assert passes[0] != passes[1]  # another order, other scores
+    reranked = combine_passes(passes, len(pool.candidates))
+    fused = fuse_rankings(reranked, [pool.bio_ranking, pool.default_ranking], 10)
+    assert extractor.extract_keywords_with_scores(text, top_k=10) == fused
+    assert extractor.scored_passes(text, random_seeds=[7]) == extractor.scored_passes(text, pool, random_seeds=[7])
+    assert extractor.scored_passes("   ") == []
+    with pytest.raises(InvalidArgumentError, match="text"):
+        extractor.scored_passes(None)

@@ -63,7 +63,7 @@ def main() -> None:
     def one_pass(pool, text, seed):
         """One prompt, built by the extractor itself (order, document fitting, prompt), scored alone."""
         extractor = in_bio_order if seed is None else csa
-        return csa._score_prompts(extractor._prompts(pool.candidates, text, None if seed is None else [seed]), 1)[0]
+        return extractor.scored_passes(text, pool, random_seeds=None if seed is None else [seed], batch_size=1)[0]
 
     rankings: dict[str, dict[str, list[list[str]]]] = {name: {"reranker": [], "fused": []} for name in SETTINGS}
     started = time.perf_counter()

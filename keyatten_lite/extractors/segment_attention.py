@@ -505,6 +505,20 @@ class CandidateSegmentAttentionExtractor:
                 results[index] = dict(usable) if len(usable) >= 2 else {}
         return results
 
+    def scored_passes(
+        self, text: str, pool: CandidatePool | None = None, *, random_seeds: Sequence[int] | None = None, batch_size: int = 8,
+    ) -> list[dict[str, float]]:
+        """One dict per pass (per seed of :meth:`seeds`, in order): each usable candidate's received
+        attention in that pass's prompt, what :meth:`extract_keywords_batch` averages
+        (:func:`combine_passes`) before ranking or fusing. ``pool`` (default: :meth:`candidate_pool`)
+        lets a caller score the same candidates under several settings; ``[]`` under two candidates."""
+        if not isinstance(text, str):
+            raise InvalidArgumentError(f"text must be a str, got {type(text).__name__}")
+        if pool is None:
+            pool = self.candidate_pool(text) if text.strip() else CandidatePool((), (), ())
+        prompts = self._prompts(pool.candidates, text, random_seeds)
+        return self._score_prompts(prompts, batch_size) if prompts else []
+
     def extract_keywords_with_scores(self, text: str, top_k: int = 10, *, random_seeds: Sequence[int] | None = None) -> list[tuple[str, float]]:
         return self.extract_keywords_batch([text], top_k=top_k, random_seeds=random_seeds, with_scores=True)[0]
 
