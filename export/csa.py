@@ -374,6 +374,8 @@ def save_trained_adapter(peft_model, out: Path, backbone: str, log: dict) -> dic
         readme.unlink()  # peft's model-card template: not ours to ship
     config = json.loads((out / "adapter_config.json").read_text(encoding="utf-8"))
     config["base_model_name_or_path"] = backbone
+    if isinstance(config.get("target_modules"), list):  # peft writes a set in hash order: one file per run
+        config["target_modules"] = sorted(config["target_modules"])
     (out / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     log["adapter_bytes"] = sum((out / name).stat().st_size for name in ADAPTER_FILES)
     (out / "train_log.json").write_text(json.dumps(log, indent=2) + "\n", encoding="utf-8")

@@ -60,11 +60,10 @@ def is_malformed(span: str) -> bool:
 
 @dataclass(frozen=True)
 class WordGrid:
-    """A segmentation of a text (every character, in order) with each word's jieba tag and start offset;
+    """A segmentation of a text (every character, in order) as each word's jieba tag and start offset;
     ``starts`` ends with the text's length."""
 
     text: str
-    words: tuple[str, ...]
     tags: tuple[str, ...]
     starts: tuple[int, ...]
 
@@ -76,7 +75,7 @@ class WordGrid:
         starts = [0]
         for word in words:
             starts.append(starts[-1] + len(word))
-        return cls(text, tuple(words), tuple(tags), tuple(starts))
+        return cls(text, tuple(tags), tuple(starts))
 
 
 def align_to_words(span: str, grid: WordGrid) -> str:
